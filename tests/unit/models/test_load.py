@@ -1,0 +1,40 @@
+import pytest
+import torch
+
+from tests.conftest import make_tokenizer
+
+
+def test_local_hugging_face_directory(tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from mechunlearn.models import load_model
+
+    tok = make_tokenizer()
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    torch.manual_seed(0)
+    hf = LlamaForCausalLM(config).eval()
+    hf.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    model = load_model(str(tmp_path))
+    assert model.n_layers == 2 and model.d_mlp == 64
+    tokens = model.tokenize(["where was w1 born ?"]).tokens
+    with torch.no_grad():
+        assert (model(tokens) - hf(tokens).logits).abs().max() < 1e-4
+    # gated MLP and grouped-query attention get TL names and layouts
+    assert tuple(model.weight("blocks.1.mlp.W_gate").shape) == (32, 64)
+    assert tuple(model.weight("blocks.1.attn.W_K").shape) == (2, 32, 8)  # d_head = 32 / 4
+
+
+def test_not_a_model_directory(tmp_path):
+    from mechunlearn.models import load_model
+
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        load_model(str(tmp_path))
+
+
+def test_bad_retain_name():
+    from mechunlearn.models import load_model
+
+    with pytest.raises(ValueError, match="bios-tiny-retain10"):
+        load_model("bios-tiny-retainX")
