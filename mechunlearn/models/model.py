@@ -75,6 +75,20 @@ def _heads_out(n_heads: int) -> Callable[[Tensor], Tensor]:
     return lambda t: t.transpose(0, 1).view(n_heads, -1, t.shape[0])
 
 
+def _in_module(module: str) -> Callable[[str], bool]:
+    return lambda name: f".{module}." in name
+
+
+WEIGHT_FAMILIES: dict[str, Callable[[str], bool]] = {
+    "all": lambda name: True,
+    "mlp": _in_module("mlp"),
+    "attn": _in_module("attn"),
+    "no_embed": lambda name: name.startswith("blocks.") and ".ln" not in name,
+    "matrices": lambda name: name.startswith("blocks.") and ".W_" in name,
+}
+"""Parameter families that localizers rank and the loop trains (see `Model.weight_names`)."""
+
+
 class Model:
     """Adapter over a `TransformerBridge`: names, weights, sites, tokenisation, nnsight.
 
@@ -184,14 +198,21 @@ class Model:
         add("unembed.b_U", b.unembed, "bias")
         return table
 
-    def weight_names(self, *, include_tied: bool = False) -> list[str]:
-        """Names of all weights, in model order. Tied weights (SmolLM2's ``W_U`` is ``W_E``ᵀ)
-        are listed once unless ``include_tied``."""
+    def weight_names(self, family: str = "all", *, include_tied: bool = False) -> list[str]:
+        """Names of the weights of a family, in model order.
+
+        ``family``: ``all``; ``mlp`` or ``attn`` (matrices and biases of those modules);
+        ``no_embed`` (everything but embeddings, unembedding and norms); ``matrices`` (2-D and
+        head-split weights of attention and MLP only). Tied weights (SmolLM2's ``W_U`` is
+        ``W_E``ᵀ) are listed once unless ``include_tied``.
+        """
+        if family not in WEIGHT_FAMILIES:
+            raise ValueError(f"unknown weight family {family!r}; choose one of {', '.join(WEIGHT_FAMILIES)}")
         seen: set[int] = set()
         names = []
         for name, spec in self._weights.items():
             ptr = spec.param.data_ptr()
-            if ptr in seen and not include_tied:
+            if (ptr in seen and not include_tied) or not WEIGHT_FAMILIES[family](name):
                 continue
             seen.add(ptr)
             names.append(name)

@@ -1,0 +1,139 @@
+"""`unlearn`: run a loss through the one loop and return the change as a `DeltaEdit`.
+
+The model is trained in place, the delta (new − original, TL layout) is recorded, and the
+original weights are restored bit for bit, so the caller decides when the edit is applied:
+
+>>> edit = unlearn(model, target, UnlearnConfig(loss="npo", steps=60))
+>>> with edit.applied(model):
+...     behavior(model, target)
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Sequence
+
+import torch
+
+from mechunlearn.core.edit import DeltaEdit
+from mechunlearn.models.text import answer_nll, encode_qa, qa_batches
+from mechunlearn.unlearn.loop import TrainConfig, fit
+from mechunlearn.unlearn.losses import RMU, LossContext, make_loss, rmu_weights
+
+if TYPE_CHECKING:
+    from mechunlearn.core.selection import MaskSelection
+    from mechunlearn.models.model import Model
+    from mechunlearn.world.target import Item, Target
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class UnlearnConfig:
+    """One unlearning run: the loss, what is trained, and the loop's settings."""
+
+    loss: str = "graddiff"
+    """Registered loss name: ga, graddiff, npo, simnpo, forget_prob, rmu."""
+    loss_options: dict[str, Any] = field(default_factory=dict)
+    """Options of the loss (e.g. ``{"beta": 0.1, "retain_weight": 1.0}``)."""
+    weights: str | tuple[str, ...] = "no_embed"
+    """Weight family (all, mlp, attn, no_embed, matrices) or explicit weight names. RMU defaults
+    to its own layers' ``W_out``."""
+    steps: int = 60
+    """Maximum optimiser steps."""
+    lr: float = 1e-4
+    """Peak learning rate."""
+    weight_decay: float = 0.0
+    """AdamW weight decay (masked runs keep Δθ = 0 outside the mask regardless)."""
+    batch_size: int = 32
+    """Forget items per step (and as many retain items)."""
+    stop_forget_em: float | None = 0.0
+    """Stop early once forget exact match ≤ this (checked every ``stop_every`` steps); None: never."""
+    stop_every: int = 10
+    """How often the early-stopping criterion is evaluated."""
+    seed: int = 0
+    """Seed of batch sampling and of the loop."""
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(steps=self.steps, lr=self.lr, weight_decay=self.weight_decay, seed=self.seed)
+
+
+@contextmanager
+def _originals(model: "Model", originals: dict[str, torch.Tensor]):
+    """Temporarily put the original values back into the trained weights (the frozen reference)."""
+    current = {n: model.weight(n).detach().clone() for n in originals}
+    with torch.no_grad():
+        for n, v in originals.items():
+            model.weight(n).copy_(v)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for n, v in current.items():
+                model.weight(n).copy_(v)
+
+
+@torch.no_grad()
+def reference_nll(model: "Model", items: Sequence["Item"], batch_size: int = 128) -> torch.Tensor:
+    """Summed answer NLL of each item under the current weights (π_ref, computed once)."""
+    return torch.cat([answer_nll(model, batch).cpu() for _, batch in qa_batches(model, items, batch_size)])
+
+
+def forget_exact_match(model: "Model", items: Sequence["Item"]) -> float:
+    """Mean greedy exact match over items (the early-stopping criterion)."""
+    from mechunlearn.verify.behavior import score_items
+
+    return float(score_items(model, items, progress=False)["exact_match"].mean())
+
+
+def unlearn(
+    model: "Model",
+    target: "Target",
+    config: UnlearnConfig = UnlearnConfig(),
+    *,
+    mask: "MaskSelection | None" = None,
+) -> DeltaEdit:
+    """Train ``config.loss`` on the target's forget (and retain) items; return the `DeltaEdit`.
+
+    With ``mask``, only its selected entries change (and only its weights are trained).
+    """
+    loss = make_loss(config.loss, **config.loss_options)
+    forget, retain = list(target.forget), list(target.retain)
+    if isinstance(loss, RMU) and config.weights == UnlearnConfig.weights:
+        names = rmu_weights(loss.layer)
+    elif mask is not None:
+        names = mask.names
+    elif isinstance(config.weights, str):
+        names = model.weight_names(config.weights)
+    else:
+        names = list(config.weights)
+    originals = {n: model.weight(n).detach().clone() for n in names}
+    ctx = LossContext(reference=lambda: _originals(model, originals))
+    if loss.needs_ref:
+        ref = reference_nll(model, forget)
+        ctx.ref_nll = lambda idx: ref[idx]
+    gen = torch.Generator().manual_seed(config.seed)
+
+    def step_loss(step: int) -> torch.Tensor:
+        idx = torch.randint(0, len(forget), (min(config.batch_size, len(forget)),), generator=gen).tolist()
+        fb = encode_qa(model, [forget[i].prompt for i in idx], [forget[i].answer for i in idx])
+        rb = None
+        if retain and loss.retain_weight:
+            ridx = torch.randint(0, len(retain), (config.batch_size,), generator=gen).tolist()
+            rb = encode_qa(model, [retain[i].prompt for i in ridx], [retain[i].answer for i in ridx])
+        return loss(model, fb, idx, rb, ctx)
+
+    stop = None
+    if config.stop_forget_em is not None:
+        stop = lambda step: forget_exact_match(model, forget) <= config.stop_forget_em  # noqa: E731
+    try:
+        train_log = fit(model, step_loss, config.train_config(), weights=names, mask=mask, stop=stop, stop_every=config.stop_every, desc=f"unlearn {config.loss}")
+        deltas = {n: (model.weight(n).detach() - originals[n]) for n in names}
+    finally:
+        with torch.no_grad():
+            for n, v in originals.items():
+                model.weight(n).copy_(v)
+    meta = {"config": config, "steps": train_log.steps, "stopped_early": train_log.stopped_early, "losses": train_log.losses}
+    return DeltaEdit(deltas, mask, label=config.loss, meta=meta)

@@ -1,0 +1,94 @@
+import pytest
+import torch
+
+from mechunlearn.core.selection import MaskSelection
+from mechunlearn.unlearn import TrainConfig, UnlearnConfig, fit, make_loss, unlearn
+from mechunlearn.verify.behavior import score_items
+from mechunlearn.world.target import Item, Target
+
+FORGET = tuple(Item(f"where was w{i} born ?", f"w{i + 20}", subject=f"w{i}") for i in range(4))
+RETAIN = tuple(Item(f"what year is w{i} ?", f"w{i + 10}", subject=f"w{i}") for i in range(4, 12))
+TARGET = Target("toy", FORGET, RETAIN)
+
+
+def logprob(m, items):
+    return score_items(m, items, progress=False)["answer_logprob"].mean()
+
+
+@pytest.mark.parametrize("loss", ["ga", "graddiff", "npo", "simnpo", "forget_prob"])
+def test_losses_lower_forget_likelihood_and_revert(tiny_model, loss):
+    m = tiny_model
+    before_hash, before = m.weights_hash(), logprob(m, FORGET)
+    # the forget term alone (retain terms are tested below)
+    cfg = UnlearnConfig(loss=loss, loss_options={"retain_weight": 0.0}, steps=15, lr=3e-3, stop_forget_em=None, batch_size=4)
+    edit = unlearn(m, TARGET, cfg)
+    assert m.weights_hash() == before_hash, "unlearn() must leave the model as it found it"
+    with edit.applied(m):
+        after = logprob(m, FORGET)
+    assert after < before - 0.5
+    assert m.weights_hash() == before_hash
+    assert edit.meta["steps"] == 15
+
+
+def test_retain_term_protects_retain_items(tiny_model):
+    m = tiny_model
+    before = logprob(m, RETAIN)
+    common = dict(steps=15, lr=3e-3, stop_forget_em=None, batch_size=4)
+    ga = unlearn(m, TARGET, UnlearnConfig(loss="ga", **common))
+    gd = unlearn(m, TARGET, UnlearnConfig(loss="graddiff", loss_options={"retain_weight": 1.0}, **common))
+    with ga.applied(m):
+        after_ga = logprob(m, RETAIN)
+    with gd.applied(m):
+        after_gd = logprob(m, RETAIN)
+    assert after_gd > after_ga and after_gd > before
+
+
+def test_rmu_moves_forget_activations_only_in_its_layers(tiny_model):
+    m = tiny_model
+    edit = unlearn(m, TARGET, UnlearnConfig(loss="rmu", loss_options={"layer": 1, "c_scale": 4.0, "alpha": 1.0}, steps=20, lr=3e-3, stop_forget_em=None, batch_size=4))
+    assert set(edit.deltas) == {"blocks.0.mlp.W_out", "blocks.1.mlp.W_out"}
+    assert all(n > 0 for n in edit.norms().values())
+
+
+def test_mask_keeps_delta_exactly_zero_outside_with_decay_and_momentum(tiny_model):
+    m = tiny_model
+    names = ["blocks.0.mlp.W_in", "blocks.1.mlp.W_out"]
+    g = torch.Generator().manual_seed(0)
+    mask = MaskSelection({n: torch.rand(m.weight(n).shape, generator=g) for n in names}).frac(0.3)
+    cfg = UnlearnConfig(loss="graddiff", steps=12, lr=1e-2, weight_decay=0.5, stop_forget_em=None, batch_size=4)
+    edit = unlearn(m, TARGET, cfg, mask=mask)
+    for n in names:
+        delta = edit.deltas[n]
+        assert torch.count_nonzero(delta[~mask.masks[n]]) == 0, n
+        assert torch.count_nonzero(delta[mask.masks[n]]) > 0, n
+    before = {n: m.weight(n).clone() for n in names}
+    with edit.applied(m):
+        for n in names:
+            assert torch.equal(m.weight(n)[~mask.masks[n]], before[n][~mask.masks[n]])
+
+
+def test_early_stopping_on_forget_criterion(tiny_model):
+    cfg = UnlearnConfig(loss="ga", steps=200, lr=1e-2, stop_forget_em=0.0, stop_every=5, batch_size=4)
+    edit = unlearn(tiny_model, TARGET, cfg)
+    assert edit.meta["steps"] < 200 and edit.meta["stopped_early"]
+
+
+def test_nan_loss_is_a_clear_error(tiny_model):
+    with pytest.raises(FloatingPointError, match="lower the learning rate"):
+        fit(tiny_model, lambda step: torch.tensor(float("nan"), requires_grad=True), TrainConfig(steps=2), weights=["blocks.0.mlp.W_in"])
+
+
+def test_bad_loss_options_list_the_fields():
+    with pytest.raises(TypeError, match="beta"):
+        make_loss("npo", betta=0.2)
+    with pytest.raises(KeyError, match="known losss?: .*graddiff"):
+        make_loss("gradient-descent")
+
+
+def test_schedule():
+    cfg = TrainConfig(steps=100, lr=1.0, warmup=10, schedule="cosine", min_lr_ratio=0.1)
+    assert cfg.lr_at(0) == pytest.approx(0.1)
+    assert cfg.lr_at(10) == pytest.approx(1.0)
+    assert cfg.lr_at(99) == pytest.approx(0.1, abs=0.01)
+    with pytest.raises(ValueError, match="warmup"):
+        TrainConfig(steps=5, warmup=5)
