@@ -22,6 +22,8 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/mechunlearn demo --out reports/default
 
+# Tests and notebooks share one cache folder inside the checkout (never the user's).
+test: export MECHUNLEARN_HOME := $(CURDIR)/.cache/test-home
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 	$(MAKE) notebooks

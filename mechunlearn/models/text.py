@@ -59,7 +59,11 @@ def pad(rows: Sequence[Sequence[int]], pad_id: int, n_ctx: int) -> tuple[Tensor,
 
 
 def encode_qa(model: "Model", prompts: Sequence[str], answers: Sequence[str]) -> QABatch:
-    """Batch of prompt+answer sequences with the mask of answer-predicting positions."""
+    """Batch of prompt+answer sequences with the mask of answer-predicting positions.
+
+    A free text is scored as an item with an empty prompt (every token after the first is an
+    "answer" token), which is how text-based losses (Needle, GA on bios) reuse the same code.
+    """
     if len(prompts) != len(answers):
         raise ValueError(f"got {len(prompts)} prompts but {len(answers)} answers")
     rows, starts, ends = [], [], []
@@ -76,8 +80,9 @@ def encode_qa(model: "Model", prompts: Sequence[str], answers: Sequence[str]) ->
     pos = torch.arange(tokens.shape[1])
     start = torch.tensor(starts)
     end = torch.tensor(ends)
-    # position t predicts token t+1: answer tokens occupy [start, end), predicted from [start-1, end-1)
-    answer_mask = (pos[None] >= start[:, None] - 1) & (pos[None] < end[:, None] - 1)
+    # position t predicts token t+1: answer tokens occupy [start, end), predicted from [start-1, end-1);
+    # with an empty prompt and no BOS the first token has no predictor and is skipped.
+    answer_mask = (pos[None] >= (start[:, None] - 1).clamp_min(0)) & (pos[None] < end[:, None] - 1)
     return QABatch(tokens, targets, answer_mask, start, attn)
 
 

@@ -38,6 +38,9 @@ class UnlearnConfig:
     """Registered loss name: ga, graddiff, npo, simnpo, forget_prob, rmu."""
     loss_options: dict[str, Any] = field(default_factory=dict)
     """Options of the loss (e.g. ``{"beta": 0.1, "retain_weight": 1.0}``)."""
+    data: str = "items"
+    """What the losses train on: ``items`` (question/answer pairs), ``texts`` (the target's free
+    texts, e.g. bios or concept texts, as answer-only items) or ``both``."""
     weights: str | tuple[str, ...] = "no_embed"
     """Weight family (all, mlp, attn, no_embed, matrices) or explicit weight names. RMU defaults
     to its own layers' ``W_out``."""
@@ -88,6 +91,23 @@ def forget_exact_match(model: "Model", items: Sequence["Item"]) -> float:
     return float(score_items(model, items, progress=False)["exact_match"].mean())
 
 
+def training_items(target: "Target", data: str) -> tuple[list["Item"], list["Item"]]:
+    """Forget and retain training items: QA items, free texts as answer-only items, or both."""
+    from mechunlearn.world.target import Item
+
+    if data not in ("items", "texts", "both"):
+        raise ValueError(f"data must be 'items', 'texts' or 'both', got {data!r}")
+    forget: list[Item] = []
+    retain: list[Item] = []
+    if data in ("items", "both"):
+        forget += target.forget
+        retain += target.retain
+    if data in ("texts", "both"):
+        forget += [Item("", t) for t in target.forget_texts]
+        retain += [Item("", t) for t in target.retain_texts]
+    return forget, retain
+
+
 def unlearn(
     model: "Model",
     target: "Target",
@@ -100,7 +120,9 @@ def unlearn(
     With ``mask``, only its selected entries change (and only its weights are trained).
     """
     loss = make_loss(config.loss, **config.loss_options)
-    forget, retain = list(target.forget), list(target.retain)
+    forget, retain = training_items(target, config.data)
+    if not forget:
+        raise ValueError(f"target {target.name!r} has no forget {config.data} to train on")
     if isinstance(loss, RMU) and config.weights == UnlearnConfig.weights:
         names = rmu_weights(loss.layer)
     elif mask is not None:
