@@ -2,6 +2,8 @@
 
     mechunlearn build-model bios-tiny [--retain 0.1] [--rebuild]
     mechunlearn eval bios-tiny [--split forget --split retain] [--forget-frac 0.1] [--out table.csv]
+    mechunlearn study run FILE [--executor local|ray] [--workers N] [--address ADDR] [--out DIR]
+    mechunlearn study report DIR [--check]
     mechunlearn demo [--out reports/default]
 """
 
@@ -25,6 +27,12 @@ def _print_table(frame: pd.DataFrame, title: str) -> None:
         print(f"\n{title}\n{frame.to_string()}")
 
 
+def _recipe(args: argparse.Namespace):
+    from mechunlearn.models.bios_tiny import BiosTinyRecipe
+
+    return BiosTinyRecipe().small() if getattr(args, "quick", False) else BiosTinyRecipe()
+
+
 def _build(args: argparse.Namespace) -> int:
     from mechunlearn.models import bios_tiny
     from mechunlearn.models.load import load_model
@@ -38,12 +46,12 @@ def _build(args: argparse.Namespace) -> int:
         return 0
     start = time.perf_counter()
     try:
-        bios_tiny.load(retain_for=args.retain, rebuild=args.rebuild)
+        bios_tiny.load(_recipe(args), retain_for=args.retain, rebuild=args.rebuild)
     except bios_tiny.GateError as err:
         _print_table(err.gates, "gates (FAILED, nothing saved)")
         print(str(err), file=sys.stderr)
         return 1
-    gates = bios_tiny.gates_of(retain_for=args.retain)
+    gates = bios_tiny.gates_of(_recipe(args), retain_for=args.retain)
     _print_table(gates, f"{bios_tiny.model_id(args.retain)} gates (ready in {time.perf_counter() - start:.1f} s)")
     return 0
 
@@ -64,7 +72,8 @@ def _eval(args: argparse.Namespace) -> int:
     from mechunlearn.models.load import load_model
     from mechunlearn.verify.behavior import behavior
 
-    model = load_model(args.name)
+    options = {"recipe": _recipe(args)} if args.name.startswith("bios-tiny") else {}
+    model = load_model(args.name, **options)
     target = _target_for(model, args.forget_frac, args.paraphrase)
     splits = args.split or ["forget", "retain", "holdout"]
     result = behavior(model, target, splits=splits, aggregate=args.aggregate, method="none")
@@ -74,33 +83,49 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
-    """Until the study runner lands: build bios-tiny and its retain model, print the gates, and
-    write the evaluation table of both models on the 10% forget split."""
-    from mechunlearn.core.result import Result
-    from mechunlearn.models import bios_tiny
-    from mechunlearn.verify.behavior import behavior
+def _study_run(args: argparse.Namespace) -> int:
+    from mechunlearn.study import load_study, run_study, summary_table, write_report
+    from mechunlearn.study.report import load_results
 
-    out = Path(args.out)
+    study = load_study(args.file)
+    out = Path(args.out or Path("reports") / study.name)
     start = time.perf_counter()
-    results, gate_frames = [], []
-    for retain_for in (None, 0.1):
-        model = bios_tiny.load(retain_for=retain_for)
-        gates = bios_tiny.gates_of(retain_for=retain_for).assign(model=model.model_id)
-        gate_frames.append(gates)
-        for paraphrase in ("trained", "heldout"):
-            target = _target_for(model, 0.1, paraphrase)
-            res = behavior(model, target, method=model.model_id)
-            res.frame["paraphrase"] = paraphrase
-            results.append(res)
-    gates = pd.concat(gate_frames, ignore_index=True)
-    _print_table(gates.set_index(["model", "gate"]), "gates")
-    table = Result.concat(results)
-    _print_table(table.summary(("method", "paraphrase", "split", "metric")), "evaluation on the 10% forget split")
-    path = table.to_csv(out / "evaluation.csv")
-    gates.to_csv(out / "gates.csv", index=False)
-    print(f"\nwrote {path} and {out / 'gates.csv'} in {time.perf_counter() - start:.0f} s")
+    try:
+        summary = run_study(study, out, executor=args.executor, workers=args.workers, address=args.address, threads=args.threads)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: every finished run is saved in {out / 'results.parquet'}; run the same command again to continue", file=sys.stderr)
+        return 130
+    report = write_report(out)
+    _print_table(summary_table(load_results(out)), f"study {study.name}")
+    print(
+        f"\n{summary.total} runs: {summary.skipped} already done, {summary.ok} finished, {summary.failed} failed "
+        f"in {time.perf_counter() - start:.0f} s\nwrote {summary.results} and {report}"
+    )
+    return 1 if summary.failed else 0
+
+
+def _study_report(args: argparse.Namespace) -> int:
+    from mechunlearn.study import write_report
+
+    path = write_report(args.dir)
+    print(f"wrote {path}")
+    if args.check:
+        from mechunlearn.study.browser import check_page
+
+        check = check_page(path)
+        print(f"Chromium: {check.rendered}/{check.plots} figures drawn, {len(check.js_errors)} JS errors, {len(check.external_requests)} external requests")
+        for line in check.js_errors + check.external_requests:
+            print(f"  {line}", file=sys.stderr)
+        return 0 if check.ok else 1
     return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """Run studies/default.yaml (building bios-tiny and its retain model on first use) into ``--out``."""
+    study = Path(__file__).resolve().parent.parent / "studies" / "default.yaml"
+    if not study.exists():
+        raise FileNotFoundError(f"{study} is missing: the demo runs the default study of a source checkout")
+    return _study_run(argparse.Namespace(file=study, out=args.out, executor="local", workers=1, address=None, threads=None))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -113,6 +138,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("name", help="bios-tiny, smollm2-135m, or a local Hugging Face model directory")
     b.add_argument("--retain", type=float, default=None, metavar="FRAC", help="build the retain model of this forget fraction (0.1, 0.05, 0.01): the same recipe without the forget people")
     b.add_argument("--rebuild", action="store_true", help="retrain even if a cached build exists")
+    b.add_argument("--quick", action="store_true", help="use the small 40-person world (builds in about a minute; for trying things out and tests)")
     b.set_defaults(func=_build)
 
     e = sub.add_parser("eval", help="behavioural evaluation (exact match, answer log-prob, normalised prob) per split")
@@ -122,11 +148,27 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--paraphrase", default="trained", choices=["trained", "heldout", "all"], help="question templates seen in training, held out, or both")
     e.add_argument("--aggregate", default="split", choices=["split", "item"], help="one row per split and metric, or per item")
     e.add_argument("--out", type=Path, help="write the long-format table to this CSV (atomically, with a provenance sidecar)")
+    e.add_argument("--quick", action="store_true", help="evaluate the small 40-person-world build (see build-model --quick)")
     e.set_defaults(func=_eval)
 
-    d = sub.add_parser("demo", help="build bios-tiny and its retain model, print the gates, write the evaluation table")
+    d = sub.add_parser("demo", help="run studies/default.yaml on bios-tiny (built with its retain model on first use): results.parquet and index.html")
     d.add_argument("--out", default="reports/default", help="output folder (default reports/default)")
     d.set_defaults(func=_demo)
+
+    st = sub.add_parser("study", help="scripted ablation studies: run a study file, write its report")
+    st_sub = st.add_subparsers(dest="study_command", required=True)
+    r = st_sub.add_parser("run", help="run every unfinished run of a study file (resumable) and write the report")
+    r.add_argument("file", type=Path, help="the study file (YAML), e.g. studies/smoke.yaml")
+    r.add_argument("--out", type=Path, help="study folder (default reports/<study name>)")
+    r.add_argument("--executor", choices=["local", "ray"], default="local", help="run here one by one, or on a Ray cluster")
+    r.add_argument("--workers", type=int, default=1, help="Ray workers (actors), one CPU each (ray executor only)")
+    r.add_argument("--address", default=None, help="Ray cluster address (default $RAY_ADDRESS, else a local Ray instance)")
+    r.add_argument("--threads", type=int, default=None, help="torch threads per run (default: torch's; 1 per Ray worker)")
+    r.set_defaults(func=_study_run)
+    rep = st_sub.add_parser("report", help="(re)write DIR/index.html from a study folder")
+    rep.add_argument("dir", type=Path, help="the study folder (holds results.parquet and study.json)")
+    rep.add_argument("--check", action="store_true", help="open the report in headless Chromium: fail on JS errors or undrawn figures")
+    rep.set_defaults(func=_study_report)
     return p
 
 

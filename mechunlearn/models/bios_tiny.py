@@ -16,6 +16,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Iterator
 
 import pandas as pd
 import torch
@@ -47,14 +48,14 @@ class BiosTinyRecipe:
     """Attention heads per block."""
     d_mlp: int = 1024
     """MLP hidden width (number of value vectors per layer)."""
-    n_ctx: int = 128
-    """Context length; training rows pack several documents so every position is trained."""
-    docs_per_row: int = 3
-    """Documents packed into one training row (at most; rows never exceed ``n_ctx``)."""
+    n_ctx: int = 64
+    """Context length (the longest training document is about 52 tokens)."""
     batch_size: int = 64
     """Training rows per step."""
     train: TrainConfig = field(
-        default_factory=lambda: TrainConfig(steps=600, lr=1e-3, weight_decay=0.01, warmup=30, schedule="cosine", min_lr_ratio=0.1)
+        default_factory=lambda: TrainConfig(
+            steps=1200, lr=1e-3, weight_decay=0.01, betas=(0.9, 0.98), warmup=20, schedule="cosine", min_lr_ratio=0.1
+        )
     )
     """Optimiser settings of the one loop."""
     gate_trained: float = 0.98
@@ -67,8 +68,12 @@ class BiosTinyRecipe:
     """Seed of weight initialisation and batch sampling."""
 
     def small(self) -> "BiosTinyRecipe":
-        """A quick variant for tests: fewer people, same gate code."""
-        return replace(self, world=replace(self.world, n_people=40, n_holdout=8, n_nonexistent=12))
+        """A quick variant for tests and notebooks: 40 people, fewer steps, same gate code."""
+        return replace(
+            self,
+            world=replace(self.world, n_people=40, n_holdout=8, n_nonexistent=12),
+            train=replace(self.train, steps=500),
+        )
 
 
 class GateError(RuntimeError):
@@ -113,26 +118,24 @@ def _bridge_config(recipe: BiosTinyRecipe, d_vocab: int):
 def _new_model(recipe: BiosTinyRecipe, tokenizer, mid: str, meta: dict) -> Model:
     from transformer_lens.model_bridge import TransformerBridge
 
-    bridge = TransformerBridge.boot_native(_bridge_config(recipe, len(tokenizer)), tokenizer=tokenizer, model_name=mid)
+    # The tokenizer stays on our adapter: TransformerLens re-loads tokenizers by name, which an
+    # in-memory word-level tokenizer does not have.
+    bridge = TransformerBridge.boot_native(_bridge_config(recipe, len(tokenizer)), model_name=mid)
     return Model(bridge, tokenizer, mid, prepend_bos=True, meta=meta)
 
 
-def _training_rows(model: Model, docs: list[str], recipe: BiosTinyRecipe) -> list[list[int]]:
-    """Pack documents (each ``<bos> text <eos>``) greedily, up to ``docs_per_row`` per row."""
-    encoded = [[model.bos_token_id, *model.encode(d), model.eos_token_id] for d in docs]
-    too_long = [d for d, e in zip(docs, encoded) if len(e) > recipe.n_ctx]
-    if too_long:
-        raise ValueError(f"{len(too_long)} documents exceed n_ctx={recipe.n_ctx}, e.g. {too_long[0][:80]!r}")
-    rows, current, count = [], [], 0
-    for ids in encoded:
-        if current and (count >= recipe.docs_per_row or len(current) + len(ids) > recipe.n_ctx):
-            rows.append(current)
-            current, count = [], 0
-        current = current + ids
-        count += 1
-    if current:
-        rows.append(current)
-    return rows
+def _length_bucketed_batches(lengths: list[int], batch_size: int, gen: torch.Generator) -> Iterator[list[int]]:
+    """Endless document-index batches: each epoch is shuffled, cut into chunks of 16 batches,
+    each chunk sorted by length (little padding), and the batches shuffled again."""
+    chunk = batch_size * 16
+    while True:
+        order = torch.randperm(len(lengths), generator=gen).tolist()
+        batches = []
+        for start in range(0, len(order), chunk):
+            part = sorted(order[start : start + chunk], key=lengths.__getitem__)
+            batches += [part[k : k + batch_size] for k in range(0, len(part), batch_size)]
+        for i in torch.randperm(len(batches), generator=gen).tolist():
+            yield batches[i]
 
 
 def gate_table(model: Model, world: World, *, people: list[str] | None = None, batch_size: int = 256) -> pd.DataFrame:
@@ -161,13 +164,14 @@ def build(recipe: BiosTinyRecipe = BiosTinyRecipe(), *, retain_for: float | None
     exclude = tuple(world.forget_people(retain_for)) if retain_for is not None else ()
     mid = model_id(retain_for)
     model = _new_model(recipe, tokenizer, mid, {"world_config": recipe.world, "world": world.fingerprint(), "retain_for": retain_for})
-    rows = _training_rows(model, world.training_texts(exclude=exclude), recipe)
-    tokens, attn = pad(rows, model.pad_token_id, recipe.n_ctx)
-    gen = torch.Generator().manual_seed(recipe.seed)
+    docs = [[model.bos_token_id, *model.encode(d), model.eos_token_id] for d in world.training_texts(exclude=exclude)]
+    tokens, attn = pad(docs, model.pad_token_id, recipe.n_ctx)
+    lengths = attn.sum(-1).tolist()
+    batches = _length_bucketed_batches(lengths, recipe.batch_size, torch.Generator().manual_seed(recipe.seed))
 
     def loss(step: int) -> torch.Tensor:
-        idx = torch.randint(0, tokens.shape[0], (recipe.batch_size,), generator=gen)
-        width = int(attn[idx].sum(-1).max())
+        idx = torch.tensor(next(batches))
+        width = max(lengths[i] for i in idx.tolist())
         return lm_nll(model, TokenBatch(tokens[idx, :width], attn[idx, :width]))
 
     fit(model, loss, recipe.train, desc=f"build {mid}")

@@ -341,6 +341,10 @@ class Model:
     def eos_token_id(self) -> int:
         return int(self.tokenizer.eos_token_id)
 
+    def to_tokens(self, text: str | Sequence[str]) -> Tensor:
+        """Token ids ``[batch, pos]`` (BOS prepended when this model uses one; right-padded)."""
+        return self.tokenize([text] if isinstance(text, str) else list(text)).tokens
+
     def to_str_tokens(self, text: str) -> list[str]:
         """The text's tokens as strings (with the BOS token when this model prepends one)."""
         ids = self.encode(text, prepend_bos=self.prepend_bos)

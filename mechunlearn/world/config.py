@@ -1,0 +1,81 @@
+"""`WorldConfig`: the few numbers that define a synthetic world (validated on construction)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mechunlearn.world import pools
+from mechunlearn.world.templates import ATTRIBUTES, question_templates
+
+
+def _n_trained_templates() -> int:
+    return min(len(question_templates(a, "trained")) for a in ATTRIBUTES)
+
+
+def _smallest_pool() -> int:
+    return min(len(p) for p in pools.VALUE_POOLS.values())
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """Configuration of a :class:`~mechunlearn.world.World`; the same config gives the same world."""
+
+    n_people: int = 200
+    """Number of trained people (forget + retain); they appear in bios and questions."""
+    n_holdout: int = 20
+    """Number of holdout people, never shown in training (membership / probe negatives)."""
+    n_nonexistent: int = 40
+    """Number of non-existent people; their questions are trained to be answered ``unknown``."""
+    bios_per_person: int = 5
+    """Bios written per person (each with its own sentence wordings and order)."""
+    qa_per_fact: int = 6
+    """How many trained question templates are rendered, with their answer, into the training
+    texts for each (person, attribute); the rest of the trained templates are only evaluated."""
+    unknown_qa_per_fact: int = 4
+    """Like ``qa_per_fact`` for each (non-existent person, attribute), answered ``unknown``."""
+    employer_fact_repeats: int = 2
+    """How many times each employer-fact sentence ("Zentrix is based in Orvale.") appears in
+    the training texts, per wording."""
+    n_perturbed: int = 5
+    """Perturbed (wrong) answers per (person, attribute), for TOFU truth-ratio metrics."""
+    seed: int = 0
+    """Seed of every random choice (names, values, wordings, splits, shuffling)."""
+
+    def __post_init__(self) -> None:
+        for name in (
+            "n_people", "n_holdout", "n_nonexistent", "bios_per_person", "qa_per_fact",
+            "unknown_qa_per_fact", "employer_fact_repeats", "n_perturbed", "seed",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"WorldConfig.{name} must be an int, got {value!r} ({type(value).__name__})")
+            if value < 0:
+                raise ValueError(f"WorldConfig.{name} must be >= 0, got {value}")
+        if self.n_people < 2:
+            raise ValueError(
+                f"WorldConfig.n_people must be at least 2 (a forget and a retain person), got {self.n_people}"
+            )
+        capacity = len(pools.FIRST_NAMES) * len(pools.LAST_NAMES)
+        total = self.n_people + self.n_holdout + self.n_nonexistent
+        if total > capacity:
+            raise ValueError(
+                f"the name pools give {capacity} unique full names, but n_people + n_holdout + "
+                f"n_nonexistent = {self.n_people} + {self.n_holdout} + {self.n_nonexistent} = {total}; "
+                "lower one of them"
+            )
+        if self.bios_per_person < 1:
+            raise ValueError("WorldConfig.bios_per_person must be >= 1 (people are learnt from their bios)")
+        n_templates = _n_trained_templates()
+        for name in ("qa_per_fact", "unknown_qa_per_fact"):
+            value = getattr(self, name)
+            if not 1 <= value <= n_templates:
+                raise ValueError(
+                    f"WorldConfig.{name} must be between 1 and {n_templates} (the number of trained "
+                    f"question templates per attribute), got {value}"
+                )
+        largest = _smallest_pool() - 1
+        if not 1 <= self.n_perturbed <= largest:
+            raise ValueError(
+                f"WorldConfig.n_perturbed must be between 1 and {largest} (wrong values must be "
+                f"distinct and the smallest value pool has {largest + 1} values), got {self.n_perturbed}"
+            )
