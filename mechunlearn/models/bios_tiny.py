@@ -54,7 +54,7 @@ class BiosTinyRecipe:
     """Training rows per step."""
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(
-            steps=1200, lr=1e-3, weight_decay=0.01, betas=(0.9, 0.98), warmup=20, schedule="cosine", min_lr_ratio=0.1
+            steps=1000, lr=1e-3, weight_decay=0.01, betas=(0.9, 0.98), warmup=20, schedule="cosine", min_lr_ratio=0.1
         )
     )
     """Optimiser settings of the one loop."""
@@ -149,7 +149,10 @@ def gate_table(model: Model, world: World, *, people: list[str] | None = None, b
         items = [q for n in names for a in world.ATTRIBUTES for q in world.questions(n, a, paraphrase=paraphrase)]
         scored = score_items(model, items, batch_size=batch_size, progress=False)
         rows.append({"gate": f"{paraphrase}_templates", "exact_match": scored["exact_match"].mean(), "n_items": len(items)})
-    unknown = score_items(model, world.unknown_items(), batch_size=batch_size, progress=False)
+    # Every third non-existent question (items run person > attribute > template, and 20
+    # templates per fact, so the stride rotates through every template across people): a
+    # systematic third of the 24k questions, which saves a sixth of the build time.
+    unknown = score_items(model, world.unknown_items()[::3], batch_size=batch_size, progress=False)
     rows.append({"gate": "unknown_nonexistent", "exact_match": unknown["exact_match"].mean(), "n_items": len(unknown)})
     return pd.DataFrame(rows)
 

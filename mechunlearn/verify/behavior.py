@@ -36,6 +36,9 @@ def score_items(model: "Model", items: Sequence["Item"], *, batch_size: int = 64
     """One row per item: its fields plus ``exact_match``, ``answer_logprob``, ``answer_prob_norm``."""
     if not items:
         raise ValueError("no items to score")
+    # Score in order of length so that batches carry little padding; rows come back in input order.
+    order = sorted(range(len(items)), key=lambda i: len(items[i].prompt) + len(items[i].answer))
+    items = [items[i] for i in order]
     rows = []
     batches = qa_batches(model, items, batch_size)
     total = (len(items) + batch_size - 1) // batch_size
@@ -60,7 +63,9 @@ def score_items(model: "Model", items: Sequence["Item"], *, batch_size: int = 64
                     "answer_prob_norm": float(torch.tensor(logp / length).exp()),
                 }
             )
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    frame.index = order
+    return frame.sort_index()
 
 
 def behavior(

@@ -24,14 +24,17 @@ class WorldConfig:
     """Number of trained people (forget + retain); they appear in bios and questions."""
     n_holdout: int = 20
     """Number of holdout people, never shown in training (membership / probe negatives)."""
-    n_nonexistent: int = 40
-    """Number of non-existent people; their questions are trained to be answered ``unknown``."""
+    n_nonexistent: int = 200
+    """Number of non-existent people; their questions are trained to be answered ``unknown``.
+    Many people asked few questions each (see ``unknown_qa_per_fact``) make the model learn a
+    general "I don't know this name" rule instead of memorising a short list: with 200 x 1 a
+    model answers ``unknown`` for most never-seen people (with 40 x 4, for under a fifth)."""
     bios_per_person: int = 5
     """Bios written per person (each with its own sentence wordings and order)."""
     qa_per_fact: int = 6
     """How many trained question templates are rendered, with their answer, into the training
     texts for each (person, attribute); the rest of the trained templates are only evaluated."""
-    unknown_qa_per_fact: int = 4
+    unknown_qa_per_fact: int = 1
     """Like ``qa_per_fact`` for each (non-existent person, attribute), answered ``unknown``."""
     employer_fact_repeats: int = 2
     """How many times each employer-fact sentence ("Zentrix is based in Orvale.") appears in

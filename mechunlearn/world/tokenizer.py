@@ -3,12 +3,17 @@
 A Hugging Face ``PreTrainedTokenizerFast`` over a ``tokenizers`` WordLevel model. Text is split
 on whitespace and every punctuation mark is its own token, so ``"Orvale."`` is ``Orvale`` +
 ``.``. Case is kept (``decode`` gives back the answer exactly as ``Item.answer`` spells it).
-``decode`` joins tokens with single spaces. No special tokens are added by ``encode``: callers
-prepend ``<bos>`` themselves (TransformerLens ``to_tokens`` does).
+``decode`` joins tokens with single spaces.
+
+``encode`` prepends ``<bos>`` (``add_bos_token=True``, like Llama tokenizers) because the model
+is trained on ``<bos> text <eos>`` documents and because TransformerLens' bridge uses a
+tokenizer that adds BOS as it is (otherwise it tries to reload it from disk by name). Pass
+``add_special_tokens=False`` to get the bare word ids of an answer.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import TYPE_CHECKING, Iterable
 
@@ -23,9 +28,13 @@ if TYPE_CHECKING:
 SPECIAL_TOKENS: tuple[str, ...] = ("<pad>", "<bos>", "<eos>", "<unk>")
 """Special tokens, with ids 0, 1, 2, 3."""
 
+TOKENIZER_NAME = "mechunlearn-world-words"
+"""``name_or_path`` of a freshly built tokenizer (a saved one reports its directory)."""
+
 _PLACEHOLDER = re.compile(r"\{[a-z_]+\}")
 
 
+@functools.lru_cache(maxsize=1)
 def _pre_tokenizer():
     from tokenizers import pre_tokenizers
 
@@ -73,7 +82,9 @@ def build_tokenizer(world: "World | None" = None, model_max_length: int = 256) -
     words = world_vocabulary()
     vocab = {tok: i for i, tok in enumerate((*SPECIAL_TOKENS, *words))}
     if world is not None:
-        missing = sorted({w for t in world.training_texts() for w in split_words(t)} - vocab.keys())
+        # Whitespace splitting comes first in the pre-tokenizer, so distinct chunks suffice.
+        chunks = {chunk for text in world.training_texts() for chunk in text.split()}
+        missing = sorted({w for chunk in chunks for w in split_words(chunk)} - vocab.keys())
         if missing:
             raise ValueError(f"world texts use words missing from the vocabulary: {missing[:20]}")
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
@@ -86,6 +97,12 @@ def build_tokenizer(world: "World | None" = None, model_max_length: int = 256) -
         unk_token="<unk>",
         model_max_length=model_max_length,
         padding_side="right",
+        add_bos_token=True,
+        add_eos_token=False,
         clean_up_tokenization_spaces=False,
     )
+    # TransformerLens reads init_kwargs["name_or_path"] unconditionally when it sets up a
+    # tokenizer; an in-memory tokenizer has none unless we give it one.
+    tokenizer.init_kwargs.setdefault("name_or_path", TOKENIZER_NAME)
+    tokenizer.name_or_path = tokenizer.name_or_path or TOKENIZER_NAME
     return tokenizer

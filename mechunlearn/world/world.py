@@ -91,15 +91,19 @@ class World:
         # work_city does not identify the employer.
         self.employer_cities: dict[str, str] = {e: rng.choice(pools.CITIES) for e in pools.EMPLOYERS}
 
-        combos = [f"{f} {l}" for f in pools.FIRST_NAMES for l in pools.LAST_NAMES]
-        names = self._rng("names").sample(combos, cfg.n_people + cfg.n_holdout + cfg.n_nonexistent)
+        # Shuffle every full name once and slice, so each group is a prefix-stable draw: changing
+        # n_nonexistent (say) leaves the trained and holdout people as they were.
+        names = [f"{f} {l}" for f in pools.FIRST_NAMES for l in pools.LAST_NAMES]
+        self._rng("names").shuffle(names)
         trained = names[: cfg.n_people]
         holdout = names[cfg.n_people : cfg.n_people + cfg.n_holdout]
         # Trained people (forget + retain); holdout people have facts and bios but never appear
         # in training; non-existent people are names only, trained to be answered ``unknown``.
         self.people: tuple[Person, ...] = tuple(self._make_person(n) for n in trained)
         self.holdout_people: tuple[Person, ...] = tuple(self._make_person(n) for n in holdout)
-        self.nonexistent: tuple[str, ...] = tuple(names[cfg.n_people + cfg.n_holdout :])
+        self.nonexistent: tuple[str, ...] = tuple(
+            names[cfg.n_people + cfg.n_holdout : cfg.n_people + cfg.n_holdout + cfg.n_nonexistent]
+        )
         self._by_name: dict[str, Person] = {p.name: p for p in self.people + self.holdout_people}
         self._trained_names = frozenset(trained)
         self._nonexistent_names = frozenset(self.nonexistent)

@@ -9,7 +9,7 @@ from mechunlearn.world import World, WorldConfig
 
 def test_defaults():
     cfg = WorldConfig()
-    assert (cfg.n_people, cfg.n_holdout, cfg.n_nonexistent, cfg.seed) == (200, 20, 40, 0)
+    assert (cfg.n_people, cfg.n_holdout, cfg.n_nonexistent, cfg.seed) == (200, 20, 200, 0)
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.seed = 1  # type: ignore[misc]
 
@@ -18,7 +18,7 @@ def test_defaults():
     "kwargs, message",
     [
         ({"n_people": 5000}, "unique full names"),
-        ({"n_people": 700, "n_holdout": 50, "n_nonexistent": 50}, "unique full names"),
+        ({"n_people": 500, "n_holdout": 50, "n_nonexistent": 250}, "unique full names"),
         ({"n_people": 1}, "at least 2"),
         ({"n_holdout": -1}, ">= 0"),
         ({"n_people": 10.5}, "must be an int"),

@@ -44,6 +44,13 @@ def test_identical_across_processes_and_hash_seeds(world):
         assert out.stdout.strip() == world.fingerprint()
 
 
+def test_people_are_stable_when_other_groups_change(world):
+    more_unknown = World(WorldConfig(n_nonexistent=40))
+    assert more_unknown.people == world.people
+    assert more_unknown.holdout_people == world.holdout_people
+    assert more_unknown.nonexistent == world.nonexistent[:40]
+
+
 def test_people_are_stable_when_sizes_change():
     # A person's facts and bios come from their own seeded stream.
     small = World(WorldConfig(n_people=50, n_holdout=5, n_nonexistent=5))

@@ -1,22 +1,36 @@
 """Forget / retain / holdout / non-existent splits: sizes, nesting, disjointness, exclusion."""
 
 import re
+from collections import defaultdict
 
 import pytest
 
 from mechunlearn.world import ATTRIBUTES, World, WorldConfig
+from mechunlearn.world import pools
+
+_FULL_NAME = re.compile(
+    rf"(?<!\w)(?:{'|'.join(pools.FIRST_NAMES)}) (?:{'|'.join(pools.LAST_NAMES)})(?!\w)"
+)
+
+
+def _index(texts):
+    """Full name -> the texts that mention it."""
+    index = defaultdict(list)
+    for text in texts:
+        for name in sorted(set(_FULL_NAME.findall(text))):
+            index[name].append(text)
+    return index
 
 
 def _mentions(texts, name):
-    pattern = re.compile(rf"(?<!\w){re.escape(name)}(?!\w)")
-    return [t for t in texts if pattern.search(t)]
+    return _index(texts).get(name, [])
 
 
 def test_sizes(world):
     cfg = world.config
     assert len(world.people) == cfg.n_people == 200
     assert len(world.holdout_people) == cfg.n_holdout == 20
-    assert len(world.nonexistent) == cfg.n_nonexistent == 40
+    assert len(world.nonexistent) == cfg.n_nonexistent == 200
     assert world.ATTRIBUTES == ATTRIBUTES and len(ATTRIBUTES) == 6
     assert all(tuple(p.attributes) == ATTRIBUTES for p in world.people + world.holdout_people)
     assert all(len(world.bios(p)) == cfg.bios_per_person for p in world.people)
@@ -52,38 +66,44 @@ def test_bad_forget_fraction(world, frac):
         world.forget_people(frac)
 
 
-def test_holdout_people_never_in_training(world):
-    texts = world.training_texts()
+@pytest.fixture(scope="module")
+def mentions(world):
+    return _index(world.training_texts())
+
+
+def test_only_world_names_are_mentioned(world, mentions):
+    known = {p.name for p in world.people} | set(world.nonexistent)
+    assert set(mentions) == known
+
+
+def test_holdout_people_never_in_training(world, mentions):
     for person in world.holdout_people:
-        assert not _mentions(texts, person.name), person.name
+        assert person.name not in mentions
+    # not even as a substring (e.g. glued to punctuation)
+    assert not any(p.name in t for t in world.training_texts() for p in world.holdout_people[:3])
 
 
-def test_nonexistent_people_only_answer_unknown(world):
-    texts = world.training_texts()
+def test_nonexistent_people_only_answer_unknown(world, mentions):
     for name in world.nonexistent:
-        mentions = _mentions(texts, name)
-        assert mentions, f"{name} is never trained as unknown"
-        assert all(t.endswith("Answer: unknown") for t in mentions)
-    assert not any(t.endswith("Answer: unknown") for p in world.people for t in _mentions(texts, p.name))
+        assert mentions[name], f"{name} is never trained as unknown"
+        assert all(t.endswith("Answer: unknown") for t in mentions[name])
+        assert len(mentions[name]) == 6 * world.config.unknown_qa_per_fact
+    assert not any(t.endswith("Answer: unknown") for p in world.people for t in mentions[p.name])
 
 
-def test_every_trained_person_is_in_training(world):
-    texts = world.training_texts()
+def test_every_trained_person_is_in_training(world, mentions):
     for person in world.people:
-        mentions = _mentions(texts, person.name)
-        assert len(mentions) == world.config.bios_per_person + 6 * world.config.qa_per_fact
+        assert len(mentions[person.name]) == world.config.bios_per_person + 6 * world.config.qa_per_fact
 
 
-def test_exclude_removes_people_entirely(world):
+def test_exclude_removes_people_entirely(world, mentions):
     forget = world.forget_people(0.1)
     full = world.training_texts()
     kept = world.training_texts(exclude=forget)
-    for name in forget:
-        assert not _mentions(kept, name)
-    removed = [t for t in full if any(_mentions([t], n) for n in forget)]
-    assert len(kept) == len(full) - len(removed)
+    assert set(_index(kept)) == set(mentions) - set(forget)
+    removed = {t for n in forget for t in mentions[n]}
     # the remaining documents keep their relative order
-    assert kept == [t for t in full if t not in set(removed)]
+    assert kept == [t for t in full if t not in removed]
 
 
 def test_exclude_rejects_unknown_names(world):

@@ -22,17 +22,30 @@ def _all_texts(world):
 @pytest.mark.parametrize("seed", [0, 7])
 def test_no_unknown_tokens_anywhere(seed, world, tokenizer):
     w = world if seed == 0 else World(WorldConfig(seed=seed))
+    # The pre-tokenizer splits on whitespace first, then isolates punctuation inside each chunk,
+    # so tokenizing every distinct whitespace chunk covers every text exactly (and fast).
+    chunks = sorted({chunk for text in _all_texts(w) for chunk in text.split()})
     unk = tokenizer.unk_token_id
-    for text in _all_texts(w):
-        ids = tokenizer(text)["input_ids"]
-        assert unk not in ids, text
+    encoded = tokenizer(chunks, add_special_tokens=False)["input_ids"]
+    bad = [c for c, ids in zip(chunks, encoded) if unk in ids or not ids]
+    assert not bad, f"words tokenized to <unk>: {bad[:20]}"
+
+
+def test_chunked_tokenization_matches_whole_texts(world, tokenizer):
+    texts = world.training_texts()[:300] + world.bios(world.holdout_people[0])
+    plain = dict(add_special_tokens=False)
+    for text, ids in zip(texts, tokenizer(texts, **plain)["input_ids"]):
+        per_chunk = [i for chunk in text.split() for i in tokenizer(chunk, **plain)["input_ids"]]
+        assert ids == per_chunk
 
 
 def test_special_tokens(tokenizer):
     assert tokenizer.convert_ids_to_tokens([0, 1, 2, 3]) == list(SPECIAL_TOKENS)
     assert (tokenizer.pad_token, tokenizer.bos_token, tokenizer.eos_token, tokenizer.unk_token) == SPECIAL_TOKENS
-    assert tokenizer("Orvale")["input_ids"] == [tokenizer.convert_tokens_to_ids("Orvale")]
-    assert tokenizer("Frobnicate")["input_ids"] == [tokenizer.unk_token_id]
+    orvale = tokenizer.convert_tokens_to_ids("Orvale")
+    assert tokenizer("Orvale")["input_ids"] == [tokenizer.bos_token_id, orvale]
+    assert tokenizer("Orvale", add_special_tokens=False)["input_ids"] == [orvale]
+    assert tokenizer("Frobnicate", add_special_tokens=False)["input_ids"] == [tokenizer.unk_token_id]
 
 
 def test_vocabulary_size(tokenizer):
@@ -42,21 +55,23 @@ def test_vocabulary_size(tokenizer):
 def test_answers_are_single_tokens_and_decode_exactly(world, tokenizer):
     for person in world.people[:30]:
         for attribute in ATTRIBUTES:
-            ids = tokenizer(person[attribute])["input_ids"]
+            ids = tokenizer(person[attribute], add_special_tokens=False)["input_ids"]
             assert len(ids) == 1
             assert tokenizer.decode(ids) == person[attribute]
-    assert len(tokenizer("unknown")["input_ids"]) == 1
+    assert len(tokenizer("unknown", add_special_tokens=False)["input_ids"]) == 1
 
 
 def test_decode_joins_words_with_spaces(tokenizer):
-    ids = tokenizer("Zentrix is based in Orvale.")["input_ids"]
+    ids = tokenizer("Zentrix is based in Orvale.", add_special_tokens=False)["input_ids"]
     assert tokenizer.convert_ids_to_tokens(ids) == ["Zentrix", "is", "based", "in", "Orvale", "."]
     assert tokenizer.decode(ids) == "Zentrix is based in Orvale ."
+    assert tokenizer.decode([tokenizer.bos_token_id, *ids], skip_special_tokens=True) == tokenizer.decode(ids)
 
 
-def test_no_special_tokens_added_by_encode(tokenizer):
+def test_encode_prepends_bos_only(tokenizer):
     ids = tokenizer("Quiz: who employs Aurel Varnick? Answer:")["input_ids"]
-    assert tokenizer.bos_token_id not in ids and tokenizer.eos_token_id not in ids
+    assert ids[0] == tokenizer.bos_token_id
+    assert tokenizer.bos_token_id not in ids[1:] and tokenizer.eos_token_id not in ids
 
 
 def test_same_vocabulary_for_every_world(tokenizer):
@@ -74,9 +89,27 @@ def test_save_and_reload(tmp_path, world, tokenizer, loader):
         ids = tokenizer(text)["input_ids"]
         assert again(text)["input_ids"] == ids
         assert again.decode(ids) == tokenizer.decode(ids)
-        assert again(again.decode(ids))["input_ids"] == ids
+        plain = again.decode(ids, skip_special_tokens=True)
+        assert again(plain)["input_ids"] == ids
 
 
 def test_batch_padding_is_right_sided(tokenizer):
     batch = tokenizer(["Zentrix is based in Orvale.", "Orvale"], padding=True)
-    assert batch["input_ids"][1][1:] == [tokenizer.pad_token_id] * 5
+    assert batch["input_ids"][1][2:] == [tokenizer.pad_token_id] * 5
+    assert batch["attention_mask"][1] == [1, 1, 0, 0, 0, 0, 0]
+
+
+def test_works_with_transformer_lens_bridge(tokenizer):
+    """boot_native accepts the in-memory tokenizer, and to_tokens adds exactly one <bos>."""
+    from transformer_lens.config import TransformerBridgeConfig
+    from transformer_lens.model_bridge import TransformerBridge
+
+    cfg = TransformerBridgeConfig(
+        d_model=32, d_head=16, n_heads=2, n_layers=1, n_ctx=32, d_vocab=len(tokenizer), d_mlp=64,
+        act_fn="gelu", seed=0, normalization_type="LN", positional_embedding_type="standard",
+    )
+    bridge = TransformerBridge.boot_native(cfg, tokenizer=tokenizer)
+    prompt = "Quiz: who employs Aurel Varnick? Answer:"
+    tokens = bridge.to_tokens(prompt)
+    assert tokens[0].tolist() == tokenizer(prompt)["input_ids"]
+    assert bridge.to_str_tokens("Quiz: who") == ["<bos>", "Quiz", ":", "who"]
