@@ -1,0 +1,268 @@
+"""The evaluation card: one call runs the whole verification suite on an edit.
+
+>>> edit = unlearn(model, target, UnlearnConfig(loss="npo", steps=60))
+>>> card = evaluation_card((model, edit), model, retain_model, target, CardConfig(), world=world)
+>>> card.frame.query("metric == 'forget_quality'")
+>>> card_summary(card)                 # one row per model role, the headline numbers
+>>> evaluation_card({"ga": (model, ga), "npo": (model, npo)}, model, retain_model, target)  # side by side
+
+Sections (column ``section``) and the model roles they score (column ``model``: ``original``,
+``edited``, ``retain``):
+
+| section       | what                                                                    | roles                |
+| ------------- | ----------------------------------------------------------------------- | -------------------- |
+| ``behavior``  | exact match, answer log-prob, normalised probability per split          | all                  |
+| ``probes``    | per-layer probe accuracy (refit; transfer from the original)            | all                  |
+| ``weights``   | ‖Δθ‖/‖θ‖, spectrum, density per weight and per layer × module            | each edit (a DeltaEdit, or an edited Model's weights against the original's) |
+| ``activations`` | activation shift at every block's residual on forget vs retain prompts | each edit vs original |
+| ``attacks``   | paraphrase, few-shot, in-context reintroduction, relearning curves      | all                  |
+| ``mia``       | ``mia_*`` AUCs, ``privleak`` against the retain model                   | all                  |
+| ``tofu``      | ``forget_truth_ratio``, ``forget_quality``, ``model_utility``            | all                  |
+
+Without a retain model the floors, ``privleak`` and ``forget_quality`` are left out (logged).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Mapping
+
+import numpy as np
+
+import pandas as pd
+
+from mechunlearn.core.edit import DeltaEdit, Edit
+from mechunlearn.core.result import Result, provenance
+from mechunlearn.models.activations import using
+from mechunlearn.models.model import Model
+from mechunlearn.verify.attacks import ATTACKS, AttackConfig, attack_suite
+from mechunlearn.verify.behavior import behavior
+from mechunlearn.verify.mia import MIAConfig, membership_inference
+from mechunlearn.verify.probes import ProbeConfig, probe_accuracy
+from mechunlearn.verify.tofu import TofuConfig, tofu_metrics
+from mechunlearn.verify.weight_traces import activation_shift, weight_traces
+
+if TYPE_CHECKING:
+    from mechunlearn.world.target import Target
+    from mechunlearn.world.world import World
+
+log = logging.getLogger(__name__)
+
+SECTIONS = ("behavior", "probes", "weights", "activations", "attacks", "mia", "tofu")
+"""Sections of the card, in the order they run."""
+
+
+@dataclass(frozen=True)
+class CardConfig:
+    """What the evaluation card runs, and each verifier's settings."""
+
+    sections: tuple[str, ...] = SECTIONS
+    """Sections to run (drop some for a quicker card)."""
+    probes: ProbeConfig = field(default_factory=ProbeConfig)
+    """Linear-probe settings."""
+    attacks: AttackConfig = field(default_factory=AttackConfig)
+    """Attack settings."""
+    attack_names: tuple[str, ...] = ATTACKS
+    """Attacks to run."""
+    mia: MIAConfig = field(default_factory=MIAConfig)
+    """Membership-inference settings."""
+    tofu: TofuConfig = field(default_factory=TofuConfig)
+    """TOFU-style metric settings (needs the `World`)."""
+    shift_position: str = "last"
+    """Token position of the activation shift (``last`` or ``subject``)."""
+    keep_scores: bool = True
+    """Keep per-item membership scores (``mia_score`` rows, for ROC figures)."""
+    max_items: int | None = 1500
+    """Retain and holdout items per split for the behaviour and activation sections (seeded subset; None: all)."""
+    seed: int = 0
+    """Seed of the item subsets."""
+    method: str | None = None
+    """Method label written in every row (default: the edit's label; with several edits, each role's name)."""
+    run_id: str | None = None
+    """Run identifier written in every row."""
+
+    def __post_init__(self) -> None:
+        bad = [s for s in self.sections if s not in SECTIONS]
+        if bad:
+            raise ValueError(f"unknown card sections {bad}; choose from {SECTIONS}")
+
+
+def _world_for(original: Model, target: "Target", world: "World | None") -> "World":
+    if world is not None:
+        return world
+    from mechunlearn.world import World, WorldConfig
+
+    config = original.meta.get("world_config")
+    if not isinstance(config, WorldConfig):
+        raise ValueError(
+            "the tofu section needs the World (paraphrased and perturbed answers): pass world=World(config), "
+            "or drop 'tofu' from CardConfig.sections"
+        )
+    world = World(config)
+    expected = target.meta.get("world_fingerprint")
+    if expected is not None and expected != world.fingerprint():
+        raise ValueError("the model's world does not match the target's world fingerprint; pass the right world=")
+    return world
+
+
+def _subsample(target: "Target", limit: int | None, seed: int) -> "Target":
+    """The target with each split cut to at most ``limit`` items (seeded; forget kept whole)."""
+    if limit is None:
+        return target
+    rng = np.random.default_rng(seed)
+
+    def cut(items: tuple) -> tuple:
+        if len(items) <= limit:
+            return items
+        return tuple(items[i] for i in np.sort(rng.choice(len(items), limit, replace=False)))
+
+    return replace(target, retain=cut(target.retain), holdout=cut(target.holdout))
+
+
+def _roles(edited, original: Model | None) -> tuple[Model, dict[str, object]]:
+    """(original model, {role: Model or (Model, Edit)}) for one edited model or several."""
+    many = dict(edited) if isinstance(edited, Mapping) else {"edited": edited}
+    if not many:
+        raise ValueError("no edited model given")
+    for name, subject in many.items():
+        if name in ("original", "retain"):
+            raise ValueError(f"an edited model cannot be called {name!r}: that role is reserved")
+        if isinstance(subject, tuple):
+            if len(subject) != 2 or not isinstance(subject[0], Model) or not isinstance(subject[1], Edit):
+                raise TypeError(f"{name}: expected a (Model, Edit) pair, got {subject!r}")
+            if original is None:
+                original = subject[0]
+        elif isinstance(subject, Model):
+            if original is None:
+                raise ValueError(f"{name} is an already-edited Model: pass its original model too (original=...)")
+            if subject is original:
+                raise ValueError(f"{name} and original are the same Model object; pass (model, edit) instead")
+        else:
+            raise TypeError(f"{name}: expected a Model or a (Model, Edit) pair, got {type(subject).__name__}")
+    return original, many
+
+
+def evaluation_card(
+    edited,
+    original: Model | None,
+    retain: Model | None,
+    target: "Target",
+    config: CardConfig = CardConfig(),
+    *,
+    world: "World | None" = None,
+) -> Result:
+    """Run the whole verification suite; one `Result` with ``section`` and ``model`` columns.
+
+    ``edited`` is a `Model` (already edited), a ``(model, edit)`` pair (the edit is applied only
+    while that role is scored), or a mapping ``{name: model or (model, edit)}`` to score several
+    edits side by side (each name becomes a ``model`` role; original and retain are scored once).
+    ``original`` is the unedited model (``None``: the model of the pairs, without the edits).
+    ``retain`` is the model trained without the forget set (the reference for floors,
+    ``privleak`` and ``forget_quality``). ``world`` gives the TOFU answers (default: rebuilt
+    from the original model's ``meta['world_config']``).
+    """
+    original, edits = _roles(edited, original)
+    models: dict[str, object] = {"original": original, **edits}
+    if retain is not None:
+        models["retain"] = retain
+    else:
+        log.warning("no retain model: probe floors, privleak and forget_quality are left out of the card")
+    method = config.method or (_label(next(iter(edits.values()))) if len(edits) == 1 else "several")
+    common = {"method": method, "run_id": config.run_id}
+    small = _subsample(target, config.max_items, config.seed)
+    parts: list[pd.DataFrame] = []
+    timings: dict[str, float] = {}
+
+    def add(section: str, result: Result) -> None:
+        frame = result.frame.copy()
+        frame["section"] = section
+        parts.append(frame)
+
+    for section in config.sections:
+        start = time.perf_counter()
+        log.info("evaluation card: %s", section)
+        if section == "behavior":
+            for role, subject in models.items():
+                with using(subject) as m:
+                    frame = behavior(m, small, **common).frame
+                frame["model"] = role
+                add(section, Result(frame))
+        elif section == "probes":
+            add(section, probe_accuracy(models, target, config.probes, **common))
+        elif section in ("weights", "activations"):
+            for role, subject in edits.items():
+                if section == "activations":
+                    result = activation_shift(original, subject, small, position=config.shift_position, **common)
+                elif isinstance(subject, Model):
+                    result = weight_traces(original, after=subject, **common)
+                elif isinstance(subject[1], DeltaEdit):
+                    result = weight_traces(original, subject[1], **common)
+                else:
+                    log.info("weights section: %s skipped, %r is not a DeltaEdit (hook edits change no weights)", role, subject[1])
+                    continue
+                frame = result.frame
+                frame["model"] = role
+                add(section, Result(frame))
+        elif section == "attacks":
+            add(section, attack_suite(models, target, config.attacks, attacks=config.attack_names, **common))
+        elif section == "mia":
+            add(section, membership_inference(models, target, config.mia, keep_scores=config.keep_scores, **common))
+        elif section == "tofu":
+            add(section, tofu_metrics(models, target, _world_for(original, target, world), config.tofu, **common))
+        timings[section] = time.perf_counter() - start
+    frame = pd.concat(parts, ignore_index=True)
+    frame["run_id"] = config.run_id
+    if len(edits) > 1:  # several edits: the method column names each role's edit
+        frame["method"] = frame["model"].map({r: r for r in edits}).fillna(frame["model"])
+    prov = provenance(original.model_id, config, target=target.name, edits={r: repr(_label(s)) for r, s in edits.items()}, seconds=timings)
+    return Result(frame, prov)
+
+
+def _label(subject) -> str:
+    if isinstance(subject, tuple):
+        return getattr(subject[1], "label", None) or type(subject[1]).__name__
+    return "edited"
+
+
+HEADLINE = (
+    ("behavior", "exact_match", "forget"),
+    ("behavior", "exact_match", "retain"),
+    ("tofu", "forget_quality", "forget"),
+    ("tofu", "forget_truth_ratio", "forget"),
+    ("tofu", "model_utility", "retain"),
+    ("mia", "mia_min_k", "forget_vs_holdout"),
+    ("mia", "privleak", "forget_vs_holdout"),
+)
+
+
+def card_summary(card: Result) -> pd.DataFrame:
+    """One row per model role with the headline numbers: forget / retain exact match, TOFU
+    metrics, MIA, best-layer forget probe accuracy (refit, subject token), paraphrase, few-shot,
+    two-hop reintroduction and relearning recovery on the unseen half."""
+    f = card.frame
+    out: dict[str, dict[str, float]] = {}
+
+    def put(role: str, name: str, value: float) -> None:
+        out.setdefault(role, {})[name] = value
+
+    for section, metric, split in HEADLINE:
+        sub = f[(f["section"] == section) & (f["metric"] == metric) & (f["split"] == split)]
+        for role, value in sub.groupby("model")["value"].mean().items():
+            put(role, f"{metric}:{split}" if section == "behavior" else metric, value)
+    probes = f[(f["metric"] == "probe_acc") & (f["split"] == "forget") & (f["reading"] == "refit") & (f["position"] == "subject")]
+    if not probes.empty:
+        best = probes.groupby(["model", "attribute"])["value"].max().groupby("model").mean()
+        for role, value in best.items():
+            put(role, "probe_forget_best_layer", value)
+    attacks = f[f["metric"] == "attack_exact_match"]
+    for (role, attack, split), value in attacks[attacks.get("context", pd.Series(True, index=attacks.index)).fillna(True).astype(bool)].groupby(["model", "attack", "split"])["value"].mean().items():
+        if split == "forget":
+            put(role, f"{attack}_em", value)
+    relearn = f[(f["metric"] == "relearn_exact_match") & (f["half"] == "other")] if "half" in f else f.iloc[0:0]
+    if not relearn.empty:
+        last = relearn[relearn["step"] == relearn["step"].max()]
+        for role, value in last.groupby("model")["value"].mean().items():
+            put(role, "relearn_other_half_em", value)
+    return pd.DataFrame(out).T

@@ -1,0 +1,103 @@
+"""The verification suite on bios-tiny (small world): caching on a real model, and the evaluation
+card on a GA edit reproducing EVALS.md's findings against the retain model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mechunlearn.models import load_model
+from mechunlearn.models.activations import cache_activations, substring_last_token
+from mechunlearn.models.bios_tiny import BiosTinyRecipe
+from mechunlearn.unlearn import UnlearnConfig, unlearn
+from mechunlearn.verify.attacks import AttackConfig
+from mechunlearn.verify.card import CardConfig, card_summary, evaluation_card
+from mechunlearn.verify.mia import MIAConfig
+from mechunlearn.verify.probes import ProbeConfig, probe_summary
+from mechunlearn.verify.tofu import TofuConfig
+from mechunlearn.world import World
+
+pytestmark = pytest.mark.slow
+
+RECIPE = BiosTinyRecipe().small()
+GA = UnlearnConfig(loss="ga", steps=300, lr=1e-5, batch_size=32, stop_forget_em=0.1, stop_every=5, loss_options={"retain_weight": 1.0})
+
+
+@pytest.fixture(scope="module")
+def world():
+    return World(RECIPE.world)
+
+
+@pytest.fixture(scope="module")
+def models():
+    return load_model("bios-tiny", recipe=RECIPE), load_model("bios-tiny", recipe=RECIPE, retain_for=0.1)
+
+
+@pytest.fixture(scope="module")
+def target(world):
+    return world.target(0.1)
+
+
+@pytest.fixture(scope="module")
+def card(models, target, world):
+    model, retain = models
+    edit = unlearn(model, target.where(paraphrase="trained"), GA)
+    config = CardConfig(
+        probes=ProbeConfig(templates_per_fact=2),
+        attacks=AttackConfig(max_items=240),
+        mia=MIAConfig(max_items=300),
+        tofu=TofuConfig(max_retain_people=8, max_retain_items=300),
+        max_items=400,
+    )
+    return evaluation_card((model, edit), None, retain, target, config, world=world)
+
+
+def test_subject_token_cache_matches_run_with_cache(models, target):
+    model, _ = models
+    items = list(target.forget[:7])
+    prompts = [it.prompt for it in items]
+    subj = substring_last_token(model, prompts, [it.subject for it in items])
+    cache = cache_activations(model, prompts, ["blocks.1.hook_resid_post"], positions=subj, batch_size=3, progress=False)
+    for i, p in enumerate(prompts):
+        ids = model.encode(p, prepend_bos=True)
+        assert model.tokenizer.decode([ids[subj[i]]]) == items[i].subject.split()[-1]
+        _, ref = model.run_with_cache(torch.tensor([ids]), ["blocks.1.hook_resid_post"])
+        torch.testing.assert_close(cache["blocks.1.hook_resid_post"][i], ref["blocks.1.hook_resid_post"][0, subj[i]], atol=1e-5, rtol=1e-5)
+
+
+def test_card_has_every_section_and_open_unlearning_names(card):
+    f = card.frame
+    assert set(f["section"]) == {"behavior", "probes", "weights", "activations", "attacks", "mia", "tofu"}
+    for metric in ("forget_quality", "forget_truth_ratio", "model_utility", "privleak", "mia_loss", "mia_zlib", "mia_min_k", "mia_min_k_plus_plus", "probe_acc"):
+        assert metric in set(f["metric"]), metric
+    assert set(f["model"].dropna()) == {"original", "edited", "retain"}
+
+
+def test_reference_points_behave(card):
+    s = card_summary(card)
+    assert s.loc["original", "exact_match:forget"] >= 0.95
+    assert s.loc["edited", "exact_match:forget"] <= 0.15
+    assert s.loc["retain", "exact_match:forget"] < 0.5
+    assert s.loc["retain", "forget_quality"] == pytest.approx(1.0)
+    assert s.loc["original", "forget_quality"] < 0.05
+    assert s.loc["original", "mia_min_k"] > s.loc["retain", "mia_min_k"] + 0.2
+
+
+def test_finding_probes_decode_above_the_retain_floor(card):
+    best = probe_summary(card, split="forget").xs("refit", axis=1, level="reading").loc["subject"]
+    assert best["edited"].mean() > best["retain"].mean() + 0.15
+
+
+def test_finding_relearning_restores_the_other_half(card):
+    f = card.frame
+    other = f[(f["metric"] == "relearn_exact_match") & (f["half"] == "other")]
+    last = other[other["step"] == other["step"].max()].set_index("model")["value"]
+    assert last["edited"] > last["retain"] + 0.2
+
+
+def test_finding_reintroduction_works_for_the_retain_model_too(card):
+    f = card.frame
+    rows = f[(f["metric"] == "attack_exact_match") & (f["attack"] == "reintroduce_two_hop") & (f["split"] == "forget")]
+    table = rows.pivot_table(index="model", columns="context", values="value")
+    for role in ("edited", "retain"):
+        assert table.loc[role, True] > table.loc[role, False] + 0.2, role

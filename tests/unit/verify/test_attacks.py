@@ -1,0 +1,73 @@
+"""Attack prompts are built as documented; relearning trains with the one loop and restores weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mechunlearn.core.edit import DeltaEdit
+from mechunlearn.verify.attacks import (
+    AttackConfig,
+    attack_suite,
+    few_shot_items,
+    reintroduction_items,
+    relearn_halves,
+    relearning_attack,
+)
+from mechunlearn.world.templates import BIO_TEMPLATES
+
+
+def test_few_shot_prompts_start_with_solved_retain_questions(target):
+    items = few_shot_items(target, AttackConfig(few_shot_k=2))
+    forget = [it for it in target.forget if it.paraphrase == "trained"]
+    assert len(items) == len(forget)
+    retain_qa = {f"{it.prompt} {it.answer}": it for it in target.retain}
+    for shot_item, original in zip(items, forget):
+        assert shot_item.prompt.endswith(original.prompt) and shot_item.answer == original.answer
+        context = shot_item.prompt[: -len(original.prompt)].strip()
+        solved = [q for q in retain_qa if q in context]
+        assert len(solved) == 2 and all(retain_qa[q].attribute == original.attribute for q in solved)
+
+
+def test_two_hop_reintroduction_states_the_employer_and_asks_the_city(target):
+    with_ctx, without = reintroduction_items(target, "two_hop")
+    employer = {it.subject: it.answer for it in target.forget if it.attribute == "employer"}
+    assert with_ctx and len(with_ctx) == len(without)
+    for it, bare in zip(with_ctx, without):
+        assert it.attribute == "work_city" and bare.attribute == "work_city"
+        stated = BIO_TEMPLATES["employer"][0].format(name=it.subject, value=employer[it.subject])
+        assert it.prompt == f"{stated} {bare.prompt}"
+    direct, _ = reintroduction_items(target, "direct")
+    assert all(it.answer in it.prompt for it in direct)
+    with pytest.raises(ValueError, match="kind"):
+        reintroduction_items(target, "three_hop")
+
+
+@pytest.mark.parametrize("split", ["person", "attribute"])
+def test_relearn_halves_are_disjoint(target, split):
+    a, b = relearn_halves(target, AttackConfig(relearn_split=split))
+    key = (lambda it: it.subject) if split == "person" else (lambda it: it.attribute)
+    assert {key(i) for i in a}.isdisjoint({key(i) for i in b})
+    assert len(a) + len(b) == sum(it.paraphrase == "trained" for it in target.forget)
+
+
+def test_relearning_learns_the_trained_half_and_restores_the_weights(tiny_model, target):
+    name = "blocks.0.mlp.W_out"
+    edit = DeltaEdit({name: torch.full_like(tiny_model.weight(name), 0.01)}, label="toy")
+    before = tiny_model.weights_hash()
+    config = AttackConfig(relearn_steps=20, relearn_lr=3e-3, relearn_eval_every=5, relearn_batch_size=8)
+    rows = relearning_attack((tiny_model, edit), target, config)
+    assert tiny_model.weights_hash() == before
+    prob = {(r["half"], r["step"]): r["value"] for r in rows if r["metric"] == "relearn_prob"}
+    assert sorted({s for _, s in prob}) == [0, 5, 10, 15, 20]
+    assert prob[("trained", 20)] > prob[("trained", 0)] + 0.1
+
+
+def test_attack_suite_rows(tiny_model, target):
+    config = AttackConfig(relearn_steps=2, relearn_eval_every=1, few_shot_k=1)  # the tiny model's context is 32 tokens
+    result = attack_suite({"original": tiny_model}, target, config)
+    f = result.frame
+    assert {"paraphrase", "few_shot", "reintroduce_two_hop", "reintroduce_direct", "relearn"} <= set(f["attack"])
+    assert f["value"].between(0, 1).all()
+    with pytest.raises(ValueError, match="unknown attacks"):
+        attack_suite({"original": tiny_model}, target, attacks=["jailbreak"])
