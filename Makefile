@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.mechunlearn-installed
 NOTEBOOKS := $(sort $(wildcard notebooks/*.py))
 
-.PHONY: demo test unit notebooks bench clean-venv
+.PHONY: demo test unit notebooks bench clean-venv chromium
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,12 +19,21 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet gguf
 	touch $(STAMP)
 
+# The report test opens study reports in headless Chromium (Debian's package; root or sudo).
+CHROMIUM := $(shell command -v chromium 2>/dev/null)
+chromium:
+ifeq ($(CHROMIUM),)
+	apt-get install -y --no-install-recommends chromium >/dev/null 2>&1 || \
+	  (apt-get update -qq && apt-get install -y --no-install-recommends chromium) || \
+	  sudo apt-get install -y --no-install-recommends chromium
+endif
+
 demo: $(STAMP)
 	$(VENV)/bin/mechunlearn demo --out reports/default
 
 # Tests and notebooks share one cache folder inside the checkout (never the user's).
 test: export MECHUNLEARN_HOME := $(CURDIR)/.cache/test-home
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(PY) -m pytest -q tests
 	$(MAKE) notebooks
 

@@ -2,6 +2,7 @@
 
     mechunlearn build-model bios-tiny [--retain 0.1] [--rebuild]
     mechunlearn eval bios-tiny [--split forget --split retain] [--forget-frac 0.1] [--out table.csv]
+    mechunlearn concept-vectors smollm2-135m [--out concept_vectors/smollm2-135m.json]
     mechunlearn study run FILE [--executor local|ray] [--workers N] [--address ADDR] [--out DIR]
     mechunlearn study report DIR [--check]
     mechunlearn demo [--out reports/default]
@@ -83,6 +84,24 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _concept_vectors(args: argparse.Namespace) -> int:
+    from mechunlearn.locate.concept_vectors import build_concept_file
+    from mechunlearn.models.load import load_model
+    from mechunlearn.world.concept_defs import concepts_for
+
+    options = {"recipe": _recipe(args)} if args.name.startswith("bios-tiny") else {}
+    model = load_model(args.name, **options)
+    out = args.out or Path(__file__).resolve().parent.parent / "concept_vectors" / f"{model.model_id}.json"
+    start = time.perf_counter()
+    located = build_concept_file(model, concepts_for(model), out)
+    rejected = located.meta.get("rejected", [])
+    print(f"{model.model_id}: {len(located)} concepts located and validated, {len(rejected)} rejected, in {time.perf_counter() - start:.0f} s")
+    for record in rejected:
+        print(f"  rejected {record}")
+    print(f"wrote {out}")
+    return 0
+
+
 def _study_run(args: argparse.Namespace) -> int:
     from mechunlearn.study import load_study, run_study, summary_table, write_report
     from mechunlearn.study.report import load_results
@@ -154,6 +173,15 @@ def parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="run studies/default.yaml on bios-tiny (built with its retain model on first use): results.parquet and index.html")
     d.add_argument("--out", default="reports/default", help="output folder (default reports/default)")
     d.set_defaults(func=_demo)
+
+    c = sub.add_parser(
+        "concept-vectors",
+        help="locate and validate concept vectors for a model and write concept_vectors/<model>.json (deterministic)",
+    )
+    c.add_argument("name", help="bios-tiny (concepts from its world) or smollm2-135m (hand-written concepts)")
+    c.add_argument("--out", type=Path, default=None, help="output file (default concept_vectors/<model id>.json in the checkout)")
+    c.add_argument("--quick", action="store_true", help="use the small 40-person-world build of bios-tiny")
+    c.set_defaults(func=_concept_vectors)
 
     st = sub.add_parser("study", help="scripted ablation studies: run a study file, write its report")
     st_sub = st.add_subparsers(dest="study_command", required=True)

@@ -1,0 +1,241 @@
+"""The registrations that ship with mechunlearn: the world target source, the unlearning
+baselines (and the ``none`` / ``retain`` references), and the behaviour verifier.
+
+Imported by `mechunlearn.study`; add the project's further methods and verifiers here (the study
+layer adapts library functions to the study contract, so `locate/` and `verify/` never import it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Mapping
+
+from mechunlearn.core.edit import Compose, WeightEdit
+from mechunlearn.core.result import Result
+from mechunlearn.study.registry import (
+    METHODS,
+    TARGETS,
+    VERIFIERS,
+    Method,
+    RunContext,
+    StudyTarget,
+    TargetSource,
+    Verifier,
+    unlearn_edit,
+    unlearn_params,
+)
+
+if TYPE_CHECKING:
+    from mechunlearn.models.model import Model
+    from mechunlearn.world.target import Target
+
+# ---------------------------------------------------------------------------- targets
+
+
+def world_target(model: "Model", params: Mapping[str, Any]) -> StudyTarget:
+    """A forget split of the model's synthetic world: the edit sees ``paraphrase`` templates,
+    the verifiers ``eval_paraphrase`` templates and (if > 0) only ``eval_retain_people`` of the
+    retain people, so evaluation stays cheap."""
+    from mechunlearn.world import World
+
+    world_config = model.meta.get("world_config")
+    if world_config is None:
+        raise ValueError(f"{model.model_id} has no synthetic world; the 'world' target source needs bios-tiny")
+    world = World(world_config)
+    edit = world.target(params["forget_frac"], paraphrase=params["paraphrase"])
+    verify = world.target(params["forget_frac"], paraphrase=params["eval_paraphrase"])
+    n = params["eval_retain_people"]
+    if n < 0:
+        raise ValueError(f"eval_retain_people must be >= 0 (0: all), got {n}")
+    if n:
+        keep = set(world.retain_people(params["forget_frac"])[:n])
+        verify = replace(verify, retain=tuple(i for i in verify.retain if i.subject in keep), meta={**verify.meta, "eval_retain_people": n})
+    return StudyTarget(edit=edit, verify=verify)
+
+
+TARGETS.add(
+    "world",
+    TargetSource(
+        world_target,
+        {"forget_frac": 0.1, "paraphrase": "trained", "eval_paraphrase": "all", "eval_retain_people": 0},
+        "a forget split of bios-tiny's world (forget_frac of the people)",
+    ),
+)
+
+# ---------------------------------------------------------------------------- methods
+
+
+def no_edit(model: "Model", target: "Target", params: Mapping[str, Any], seed: int) -> Compose:
+    """The unedited model (an empty edit): the 'before' row of every table."""
+    return Compose([])
+
+
+def retain_weights(model: "Model", target: "Target", params: Mapping[str, Any], seed: int, *, ctx: RunContext) -> Compose:
+    """Exact unlearning as an edit: set every weight to the retain model's (trained without the
+    forget people), so verifiers see the honest reference through the same code path."""
+    retain = ctx.retain_model()
+    if retain.weight_names() != model.weight_names():
+        raise ValueError(f"{retain.model_id} and {model.model_id} have different weights; a retain model must share the recipe")
+    return Compose([WeightEdit(name, "set", value=retain.weight(name).detach().clone()) for name in model.weight_names()])
+
+
+METHODS.add("none", Method(no_edit, description="no edit: the original model"))
+METHODS.add("retain", Method(retain_weights, context=True, description="the retain model's weights: exact unlearning"))
+
+_BASELINES = {
+    "ga": "gradient ascent on the forget answers",
+    "graddiff": "gradient difference: ascent on forget, descent on retain",
+    "npo": "negative preference optimisation",
+    "simnpo": "SimNPO: reference-free, length-normalised NPO",
+    "rmu": "representation misdirection at one residual layer",
+}
+for _loss, _text in _BASELINES.items():
+    METHODS.add(_loss, Method(unlearn_edit(_loss), unlearn_params(_loss), description=_text))
+
+# Localized weight-space methods (METHODS.md): a mask from a per-weight score, then the loop.
+
+
+def salun_mask(model: "Model", target: "Target", params: Mapping[str, Any], seed: int):
+    """SalUn: the top ``keep_ratio`` of |∇NLL_f| (globally, or per tensor)."""
+    from mechunlearn.locate.saliency import SalUnSaliency
+
+    return SalUnSaliency(keep_ratio=params["keep_ratio"], per_tensor=params["per_tensor"]).mask(model, target, progress=False)
+
+
+def wagle_mask(model: "Model", target: "Target", params: Mapping[str, Any], seed: int):
+    """WAGLE: the top ``keep_ratio`` of |(θ − g_r/γ) ⊙ g_f|."""
+    from mechunlearn.locate.saliency import WagleAttribution
+
+    scorer = WagleAttribution(keep_ratio=params["keep_ratio"], per_tensor=params["per_tensor"], gamma=params["gamma"], retain_items=params["retain_items"], seed=seed)
+    return scorer.mask(model, target, progress=False)
+
+
+_MASK = {"keep_ratio": 0.1, "per_tensor": False}
+_WAGLE = {**_MASK, "gamma": 1e-3, "retain_items": 1024}
+METHODS.add("salun", Method(unlearn_edit("graddiff"), unlearn_params("graddiff", **_MASK), locate=salun_mask, description="SalUn saliency mask + GradDiff"))
+METHODS.add("wagle_graddiff", Method(unlearn_edit("graddiff"), unlearn_params("graddiff", **_WAGLE), locate=wagle_mask, description="WAGLE attribution mask + GradDiff"))
+METHODS.add("wagle_npo", Method(unlearn_edit("npo"), unlearn_params("npo", **_WAGLE), locate=wagle_mask, description="WAGLE attribution mask + NPO"))
+
+
+def slug_edit(model: "Model", target: "Target", params: Mapping[str, Any], seed: int):
+    """SLUG: one gradient, the Pareto tensors, the smallest one-step edit meeting the forget criterion."""
+    from mechunlearn.locate.slug import SlugConfig, slug
+
+    config = SlugConfig(**{k: params[k] for k in ("forget_threshold", "retain_items", "forget_eval_items", "retain_eval_items", "max_candidates")}, seed=seed)
+    result = slug(model, target, config, progress=False)
+    if result.edit is None:
+        best = result.table.sort_values("forget_em").head(1).to_dict("records") if len(result.table) else []
+        raise ValueError(f"SLUG: no Pareto tensor reached forget exact match <= {config.forget_threshold}; best: {best}")
+    return result.edit
+
+
+METHODS.add(
+    "slug",
+    Method(
+        slug_edit,
+        {"forget_threshold": 0.1, "retain_items": 512, "forget_eval_items": None, "retain_eval_items": 256, "max_candidates": 6},
+        description="SLUG: a one-step edit of one Pareto tensor",
+    ),
+)
+
+
+def needle_edit(model: "Model", target: "Target", params: Mapping[str, Any], seed: int):
+    """Needle per forget person: their best value vector noised, then gradient ascent on their bios."""
+    from mechunlearn.locate.concept_vectors import NeedleConfig, needle_subjects
+
+    config = NeedleConfig(sigma=params["sigma"], steps=params["steps"], lr=params["lr"], data=params["data"], seed=seed)
+    return needle_subjects(model, target, config, progress=False)[0]
+
+
+METHODS.add("needle", Method(needle_edit, {"sigma": 1.0, "steps": 20, "lr": 5e-2, "data": "texts"}, description="ConceptVectors' Needle on each forget person's value vector"))
+
+# ---------------------------------------------------------------------------- verifiers
+
+
+def behavior_verifier(model: "Model", target: "Target", params: Mapping[str, Any], ctx: RunContext) -> Result:
+    """Exact match, answer log-prob and normalised probability per split (and per ``by`` column)."""
+    from mechunlearn.verify.behavior import behavior
+
+    by = list(params["by"])
+    common = dict(splits=params["splits"], batch_size=params["batch_size"], method=ctx.method, run_id=ctx.run_id, seed=ctx.seed)
+    if not by:
+        return behavior(model, target, aggregate="split", **common)
+    result = behavior(model, target, aggregate="item", **common)
+    frame = result.frame
+    missing = [c for c in by if c not in frame.columns]
+    if missing:
+        raise ValueError(f"behavior: cannot group by {missing}; item columns are {sorted(frame.columns)}")
+    keys = ["run_id", "method", "seed", "split", *by, "metric"]
+    grouped = frame.groupby(keys, as_index=False, sort=False, dropna=False)
+    table = grouped["value"].mean().merge(grouped.size().rename(columns={"size": "n_items"}), on=keys)
+    return Result(table, result.provenance)
+
+
+def _tradeoff_trained(frame):
+    from mechunlearn.figures.study import tradeoff
+
+    return tradeoff(frame, paraphrase="trained")
+
+
+def _tradeoff_heldout(frame):
+    from mechunlearn.figures.study import tradeoff
+
+    has_heldout = "paraphrase" in frame.columns and (frame["paraphrase"] == "heldout").any()
+    return tradeoff(frame, paraphrase="heldout") if has_heldout else None
+
+
+def _split_bars(frame):
+    from mechunlearn.figures.study import split_bars
+
+    return split_bars(frame)
+
+
+VERIFIERS.add(
+    "behavior",
+    Verifier(
+        behavior_verifier,
+        {"splits": ["forget", "retain", "holdout"], "by": ["paraphrase"], "batch_size": 64},
+        headline=("exact_match",),
+        figures=(_tradeoff_trained, _tradeoff_heldout, _split_bars),
+        description="greedy exact match, answer log-prob and normalised probability per split",
+    ),
+)
+
+
+def card_verifier(model: "Model", target: "Target", params: Mapping[str, Any], ctx: RunContext) -> Result:
+    """The evaluation card (EVALS.md) of the run's edit against the original and retain models:
+    probes, traces, attacks, membership inference and TOFU metrics. Rows of the edited model are
+    kept (``role`` = ``edited``), and the probe rows of all three roles (the original's and the
+    retain model's are the references of the probe heatmaps)."""
+    from mechunlearn.verify.attacks import AttackConfig
+    from mechunlearn.verify.card import CardConfig, evaluation_card
+
+    attacks = AttackConfig(relearn_steps=params["relearn_steps"])
+    config = CardConfig(sections=tuple(params["sections"]), attacks=attacks, max_items=params["max_items"], seed=ctx.seed, method=ctx.method, run_id=ctx.run_id)
+    retain = ctx.retain_model() if ctx.target_spec.params.get("forget_frac") is not None else None
+    frame = evaluation_card((model, ctx.edit), None, retain, target, config).frame.rename(columns={"model": "role"})
+    keep = (frame["role"] == "edited") | (frame["section"] == "probes")
+    return Result(frame[keep].reset_index(drop=True))
+
+
+def _probe_heatmap(frame):
+    from mechunlearn.figures.verify import probe_heatmap
+
+    rows = frame[frame["metric"] == "probe_acc"]
+    if rows.empty or "role" not in rows.columns:
+        return None
+    rows = rows.drop(columns=["model"], errors="ignore").rename(columns={"role": "model"})
+    return probe_heatmap(rows[rows["label"] == rows["label"].iloc[0]]) if "label" in rows.columns else probe_heatmap(rows)
+
+
+VERIFIERS.add(
+    "card",
+    Verifier(
+        card_verifier,
+        {"sections": ["probes", "weights", "attacks", "mia", "tofu"], "max_items": 600, "relearn_steps": 10},
+        headline=("forget_quality", "forget_truth_ratio", "model_utility", "privleak"),
+        figures=(_probe_heatmap,),
+        applies_edit=True,
+        description="the evaluation card: probes, weight traces, attacks, membership inference, TOFU metrics",
+    ),
+)

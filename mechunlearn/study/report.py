@@ -1,0 +1,197 @@
+"""`write_report`: one self-contained HTML page per study folder (works offline: plotly.js is
+inlined once, nothing is fetched).
+
+Sections: run counts, the summary table (each verifier's headline metrics per method label, mean
+± std over seeds, and wall time), failed runs with their tracebacks, figures (run times, then each
+verifier's and method's own figures), the study file, and the provenance.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import importlib
+import json
+import logging
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from mechunlearn.core.result import atomic_write_text
+from mechunlearn.study.registry import METHODS, VERIFIERS
+from mechunlearn.study.store import RESULTS_FILE
+
+log = logging.getLogger(__name__)
+
+REPORT_FILE = "index.html"
+
+
+def read_study_record(folder: str | Path) -> dict:
+    """The ``study.json`` a run wrote into ``folder`` (resolved study, provenance, run ids)."""
+    path = Path(folder) / "study.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{folder} is not a study folder (no study.json); run `mechunlearn study run FILE --out {folder}` first")
+    return json.loads(path.read_text())
+
+
+def load_results(folder: str | Path, *, current: bool = True) -> pd.DataFrame:
+    """The results table of a study folder; ``current`` keeps only runs of the study as last run
+    (rows of runs since removed from the study file stay in the file but are left out)."""
+    folder = Path(folder)
+    path = folder / RESULTS_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"no {RESULTS_FILE} in {folder}; run the study first")
+    frame = pd.read_parquet(path)
+    if current:
+        frame = frame[frame["run_id"].isin(set(read_study_record(folder)["run_ids"]))]
+    return frame.reset_index(drop=True)
+
+
+def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Headline metrics per (model, target, label): split-level rows, mean ± std over seeds."""
+    ok = frame[frame["status"] == "ok"]
+    parts = []
+    for name in ok["verifier"].dropna().unique():
+        headline = VERIFIERS.get(name).headline if name in VERIFIERS else ()
+        rows = ok[(ok["verifier"] == name) & ok["metric"].isin(headline)]
+        if "layer" in rows.columns:
+            rows = rows[rows["layer"].isna()]
+        if rows.empty:
+            continue
+        extra = [c for c in ("split", "paraphrase") if c in rows.columns and rows[c].notna().any()]
+        column = rows[["metric", *extra]].astype(str).agg(" · ".join, axis=1)
+        parts.append(rows.assign(column=column))
+    times = ok[(ok["verifier"] == "runner") & (ok["metric"] == "seconds_total")]
+    parts.append(times.assign(column="seconds"))
+    rows = pd.concat(parts, ignore_index=True)
+    if rows.empty:
+        return pd.DataFrame()
+    keys = ["model", "target", "label"]
+    order = list(dict.fromkeys(map(tuple, frame[keys].drop_duplicates().to_numpy())))
+    stats = rows.groupby([*keys, "column"], sort=False)["value"].agg(["mean", "std", "count"])
+    text = stats.apply(lambda r: f"{r['mean']:.3f}" + (f" ± {r['std']:.3f}" if r["count"] > 1 else ""), axis=1)
+    table = text.unstack("column")
+    table = table.reindex([k for k in order if k in table.index])
+    return table[list(dict.fromkeys(rows["column"]))]
+
+
+def write_report(folder: str | Path) -> Path:
+    """Write ``folder/index.html`` from the folder's results and study record; returns its path."""
+    folder = Path(folder)
+    record = read_study_record(folder)
+    study = record["study"]
+    for module in study.get("imports", []):
+        importlib.import_module(module)  # verifiers and methods registered there bring their figures
+    frame = load_results(folder)
+    ids = record["run_ids"]
+    ok = frame[frame["status"] == "ok"]
+    failed = frame[frame["status"] == "error"]
+    n_ok, n_failed = ok["run_id"].nunique(), failed["run_id"].nunique()
+    sections = [
+        f"<h1>Study <code>{_e(study['name'])}</code></h1>",
+        f"<p>{_e(study.get('description', ''))}</p>" if study.get("description") else "",
+        f"<p class='counts'>{len(ids)} runs: <b>{n_ok}</b> finished, <b>{n_failed}</b> failed, "
+        f"<b>{len(ids) - n_ok - n_failed}</b> not run yet. Written {_dt.datetime.now().isoformat(timespec='seconds')}.</p>",
+        "<h2>Summary</h2>",
+        _table_html(summary_table(frame)) if n_ok else "<p>No finished runs yet.</p>",
+    ]
+    if n_failed:
+        sections += ["<h2>Failed runs</h2>", _failures_html(failed)]
+    sections += ["<h2>Figures</h2>", _figures_html(_figures(frame))]
+    sections += [
+        "<h2>Study file</h2>",
+        f"<pre>{_e((folder / 'study.yaml').read_text() if (folder / 'study.yaml').exists() else '')}</pre>",
+        "<details><summary>Resolved study (defaults filled in)</summary>",
+        f"<pre>{_e(json.dumps(study, indent=2, default=str))}</pre></details>",
+        "<h2>Provenance</h2>",
+        f"<pre>{_e(json.dumps(record.get('provenance', {}), indent=2, default=str))}</pre>",
+    ]
+    page = _PAGE.format(title=_e(f"mechunlearn study: {study['name']}"), body="\n".join(s for s in sections if s))
+    path = folder / REPORT_FILE
+    atomic_write_text(path, page)
+    return path
+
+
+def _figures(frame: pd.DataFrame) -> list[tuple[str, Callable]]:
+    """(title, thunk) for every figure of the report, in order."""
+    from mechunlearn.figures import study as study_figures
+
+    figures: list[tuple[str, Callable]] = [("Wall time per run", lambda: study_figures.run_times(frame))]
+    for name in frame["verifier"].dropna().unique():
+        if name in VERIFIERS:
+            rows = frame[frame["verifier"] == name]
+            figures += [(f"{name}: {fn.__name__.strip('_')}", (lambda fn=fn, rows=rows: fn(rows))) for fn in VERIFIERS.get(name).figures]
+    for name in frame["method"].dropna().unique():
+        if name in METHODS:
+            rows = frame[frame["method"] == name]
+            figures += [(f"{name}: {fn.__name__.strip('_')}", (lambda fn=fn, rows=rows: fn(rows))) for fn in METHODS.get(name).figures]
+    return figures
+
+
+def _figures_html(figures: list[tuple[str, Callable]]) -> str:
+    parts, inlined = [], False
+    for title, make in figures:
+        try:
+            fig = make()
+        except Exception as err:  # noqa: BLE001 - shown in the report, never hidden
+            log.warning("report figure %r failed: %s", title, err)
+            parts.append(f"<div class='figure-error'><b>{_e(title)}</b>: could not be drawn: {_e(f'{type(err).__name__}: {err}')}</div>")
+            continue
+        if fig is None:
+            continue
+        parts.append(
+            "<div class='figure'>"
+            + fig.to_html(full_html=False, include_plotlyjs=not inlined, config={"responsive": True, "displaylogo": False})
+            + "</div>"
+        )
+        inlined = True
+    return "\n".join(parts) or "<p>No figures.</p>"
+
+
+def _failures_html(failed: pd.DataFrame) -> str:
+    rows = []
+    for _, r in failed.drop_duplicates("run_id").iterrows():
+        rows.append(
+            f"<details class='failure'><summary><b>{_e(r['label'])}</b> seed {_e(r['seed'])} "
+            f"<code>{_e(r['run_id'])}</code>: {_e(r['error'])}</summary><pre>{_e(r.get('traceback', ''))}</pre></details>"
+        )
+    return "\n".join(rows)
+
+
+def _table_html(table: pd.DataFrame) -> str:
+    """The summary table; index levels with a single value (one model, one target) become a caption."""
+    if table.empty:
+        return "<p>No headline metrics.</p>"
+    caption = []
+    for level in ("model", "target"):
+        values = table.index.get_level_values(level).unique()
+        if len(values) == 1 and table.index.nlevels > 1:
+            caption.append(f"{level}: <code>{_e(values[0])}</code>")
+            table = table.droplevel(level)
+    table.columns.name = None
+    html_table = table.to_html(classes="summary", na_rep="–", escape=True, border=0)
+    return (f"<p>{'; '.join(caption)}</p>" if caption else "") + f"<div class='scroll'>{html_table}</div>"
+
+
+def _e(value) -> str:
+    return html.escape("" if value is None or value is pd.NA else str(value))
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>
+body {{ font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 1200px; padding: 0 1rem; color: #222; }}
+h1 code {{ font-size: 0.9em; }} h2 {{ border-bottom: 1px solid #ddd; padding-bottom: .2rem; margin-top: 2rem; }}
+table.summary {{ border-collapse: collapse; font-size: 0.85rem; }}
+table.summary th, table.summary td {{ padding: .25rem .5rem; border-bottom: 1px solid #eee; text-align: right; white-space: nowrap; }}
+table.summary th {{ background: #f6f6f6; }}
+pre {{ background: #f6f6f6; padding: .75rem; overflow-x: auto; font-size: 0.8rem; }}
+.scroll {{ overflow-x: auto; }} .figure {{ margin: 1rem 0; }} .figure-error {{ background: #fdecea; padding: .5rem; margin: 1rem 0; }}
+.failure summary {{ cursor: pointer; margin: .3rem 0; }}
+</style></head>
+<body>
+{body}
+</body></html>
+"""
