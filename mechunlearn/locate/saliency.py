@@ -52,6 +52,15 @@ log = logging.getLogger(__name__)
 DATA_CHOICES = ("items", "texts", "both")
 
 
+def family_names(model: "Model", family: str | tuple[str, ...]) -> list[str]:
+    """Weight names of a family (``no_embed``, ``matrices`` …) or of an explicit list, checked."""
+    if isinstance(family, str):
+        return model.weight_names(family)
+    for n in family:
+        model.weight_spec(n)
+    return list(family)
+
+
 # --------------------------------------------------------------------------- gradients
 def seeded_subset(items: Sequence, n: int | None, seed: int) -> list:
     """A seeded random subset of ``n`` items, kept in their original order (all if ``n`` is None)."""
@@ -217,11 +226,7 @@ class WeightScore:
 
     def weight_names(self, model: "Model") -> list[str]:
         """The scored weights' names on ``model`` (unknown names raise with a list of what exists)."""
-        if isinstance(self.family, str):
-            return model.weight_names(self.family)
-        for n in self.family:
-            model.weight_spec(n)
-        return list(self.family)
+        return family_names(model, self.family)
 
     def gradients(self, model: "Model", target: "Target", *, progress: bool = True) -> Gradients:
         """The gradients this scorer needs (see `gradients`)."""

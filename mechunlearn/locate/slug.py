@@ -39,7 +39,7 @@ from mechunlearn.core.edit import WeightEdit
 from mechunlearn.core.selection import Selection
 from mechunlearn.core.site import Site
 from mechunlearn.locate.registry import LOCALIZERS
-from mechunlearn.locate.saliency import DATA_CHOICES, Gradients, gradients, seeded_subset
+from mechunlearn.locate.saliency import DATA_CHOICES, Gradients, family_names, gradients, seeded_subset
 
 if TYPE_CHECKING:
     from mechunlearn.models.model import Model
@@ -185,11 +185,7 @@ class SlugConfig:
 
     def weight_names(self, model: "Model") -> list[str]:
         """Candidate tensors on ``model``."""
-        if isinstance(self.family, str):
-            return model.weight_names(self.family)
-        for n in self.family:
-            model.weight_spec(n)
-        return list(self.family)
+        return family_names(model, self.family)
 
     def gradients(self, model: "Model", target: "Target", *, progress: bool = True) -> Gradients:
         """The forget and retain gradients at θ_o."""

@@ -11,6 +11,7 @@ Gates (greedy exact match): ≥ 0.98 on trained question templates, ≥ 0.90 on 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -54,7 +55,7 @@ class BiosTinyRecipe:
     """Training rows per step."""
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(
-            steps=1000, lr=1e-3, weight_decay=0.01, betas=(0.9, 0.98), warmup=20, schedule="cosine", min_lr_ratio=0.1
+            steps=1200, lr=1e-3, weight_decay=0.01, betas=(0.9, 0.98), warmup=20, schedule="cosine", min_lr_ratio=0.1
         )
     )
     """Optimiser settings of the one loop."""
@@ -217,15 +218,31 @@ def _save(model: Model, recipe: BiosTinyRecipe, retain_for: float | None, gates:
     return folder
 
 
+@contextlib.contextmanager
+def _build_lock(folder: Path):
+    """An exclusive lock file beside the cache folder (``fcntl.flock``; released on exit or crash)."""
+    import fcntl
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f".{folder.name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def load(recipe: BiosTinyRecipe = BiosTinyRecipe(), *, retain_for: float | None = None, rebuild: bool = False) -> Model:
     """The cached bios-tiny (or retain model); built (minutes) on first use."""
     from transformers import PreTrainedTokenizerFast
 
     folder = _cache_dir(recipe, retain_for)
-    if rebuild or not (folder / "weights.pt").exists():
-        log.info("building %s (first use; cached in %s)", model_id(retain_for), folder)
-        model, _ = build(recipe, retain_for=retain_for)
-        return model
+    # One build per cache folder: other processes (notebooks, Ray workers) wait for it and load it.
+    with _build_lock(folder):
+        if rebuild or not (folder / "weights.pt").exists():
+            log.info("building %s (first use; cached in %s)", model_id(retain_for), folder)
+            model, _ = build(recipe, retain_for=retain_for)
+            return model
     tokenizer = PreTrainedTokenizerFast.from_pretrained(folder / "tokenizer")
     record = json.loads((folder / "provenance.json").read_text())
     model = _new_model(recipe, tokenizer, model_id(retain_for), {"world_config": recipe.world, "retain_for": retain_for, "weights_hash": record["weights_hash"], "cache": str(folder)})

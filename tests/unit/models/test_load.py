@@ -38,3 +38,28 @@ def test_bad_retain_name():
 
     with pytest.raises(ValueError, match="bios-tiny-retain10"):
         load_model("bios-tiny-retainX")
+
+
+def test_build_lock_makes_a_second_loader_wait(tmp_path):
+    # two processes asking for the same uncached bios-tiny must not both train it: the second
+    # waits on the folder's lock until the first is done
+    import threading
+    import time
+
+    from mechunlearn.models.bios_tiny import _build_lock
+
+    folder = tmp_path / "models" / "bios-tiny-abc"
+    order = []
+
+    def second():
+        with _build_lock(folder):
+            order.append("second")
+
+    with _build_lock(folder):
+        thread = threading.Thread(target=second)
+        thread.start()
+        time.sleep(0.3)  # give the second a chance to (wrongly) get in
+        order.append("first done")
+    thread.join(timeout=10)
+    assert order == ["first done", "second"]
+    assert (folder.parent / ".bios-tiny-abc.lock").exists()
