@@ -37,10 +37,11 @@ test: $(STAMP) chromium
 	$(PY) -m pytest -q tests
 	$(MAKE) notebooks
 
+# Executed copies (with outputs) stay in .nbbuild/ for reading.
 notebooks: $(STAMP)
 	rm -rf .nbbuild && mkdir -p .nbbuild
 	for f in $(NOTEBOOKS); do $(VENV)/bin/jupytext --quiet --to ipynb -o .nbbuild/$$(basename $$f .py).ipynb $$f || exit 1; done
-	MECHUNLEARN_NOTEBOOK_QUICK=1 $(PY) -m pytest -q --nbmake --nbmake-timeout=900 .nbbuild
+	MECHUNLEARN_NOTEBOOK_QUICK=1 $(PY) -m pytest -q --nbmake --nbmake-timeout=900 --overwrite --durations=0 .nbbuild
 
 bench: $(STAMP)
 	$(PY) -m benchmarks

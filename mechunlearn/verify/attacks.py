@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from mechunlearn.core.memo import by_weights
 from mechunlearn.core.result import Result, provenance
 from mechunlearn.models.activations import model_of, using
 from mechunlearn.models.text import answer_nll, encode_qa
@@ -108,6 +109,7 @@ def _rows(scored: pd.DataFrame, **labels) -> list[dict]:
 # --------------------------------------------------------------------------- prompt attacks
 
 
+@by_weights
 def paraphrase_attack(subject, target: "Target", config: AttackConfig = AttackConfig()) -> list[dict]:
     """Exact match and probability on held-out templates, forget and retain."""
     rows = []
@@ -168,6 +170,7 @@ def reintroduction_items(target: "Target", kind: str = "two_hop", config: Attack
     return with_ctx, without
 
 
+@by_weights
 def few_shot_attack(subject, target: "Target", config: AttackConfig = AttackConfig()) -> list[dict]:
     """Exact match on forget questions after ``k`` solved retain examples."""
     items = few_shot_items(target, config)
@@ -175,6 +178,7 @@ def few_shot_attack(subject, target: "Target", config: AttackConfig = AttackConf
         return _rows(score_items(m, items, batch_size=config.batch_size, progress=False), attack="few_shot", split="forget", k=config.few_shot_k)
 
 
+@by_weights
 def reintroduction_attack(subject, target: "Target", config: AttackConfig = AttackConfig()) -> list[dict]:
     """Exact match with the fact in the prompt vs without, per kind, on forget and retain people."""
     rows = []
@@ -204,6 +208,7 @@ def relearn_halves(target: "Target", config: AttackConfig = AttackConfig()) -> t
     return [it for it in items if key(it) in first], [it for it in items if key(it) not in first]
 
 
+@by_weights
 def relearning_attack(subject, target: "Target", config: AttackConfig = AttackConfig(), *, progress: bool = False) -> list[dict]:
     """Fine-tune on one half of the forget set; recovery curve on both halves.
 

@@ -32,6 +32,7 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from mechunlearn.core.memo import by_weights
 from mechunlearn.core.result import Result, provenance
 from mechunlearn.models.activations import model_of, using
 from mechunlearn.models.text import chunks, encode_qa, token_logprobs
@@ -154,6 +155,7 @@ def item_text(item: "Item") -> str:
     return f"{item.prompt} {item.answer}".strip()
 
 
+@by_weights
 @torch.no_grad()
 def mia_scores(model: "Model", items: Sequence["Item"], config: MIAConfig = MIAConfig(), *, progress: bool = True) -> pd.DataFrame:
     """Per item: the membership score of every attack (columns ``loss``, ``zlib``, ``min_k``,

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from mechunlearn.core.memo import by_weights
 from mechunlearn.core.result import Result, provenance
 from mechunlearn.models.activations import cache_activations, model_of, substring_last_token, using
 
@@ -373,6 +374,7 @@ def probe_data(target: "Target", config: ProbeConfig = ProbeConfig()) -> ProbeDa
     return ProbeData(tuple(items), tuple(group), labels, classes)
 
 
+@by_weights
 def probe_features(subject, data: ProbeData, config: ProbeConfig = ProbeConfig(), *, progress: bool = True) -> Float[Tensor, "layer item position d"]:
     """Residual activations of every probe item at every probed layer and position."""
     model = model_of(subject)

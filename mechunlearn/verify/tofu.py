@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import ks_2samp
 
+from mechunlearn.core.memo import by_weights
 from mechunlearn.core.result import Result, provenance
 from mechunlearn.models.activations import model_of, using
 from mechunlearn.verify.behavior import score_items
@@ -90,6 +91,7 @@ def truth_ratio_from_probs(paraphrased: Sequence[float], perturbed: Sequence[flo
     return float(np.mean(perturbed)) / denominator
 
 
+@by_weights
 def truth_ratios(model, items: Sequence[TruthItem], *, batch_size: int = 64) -> np.ndarray:
     """R_truth of every item under ``model`` (a `Model` or ``(Model, Edit)`` pair)."""
     if not items:
