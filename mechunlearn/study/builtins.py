@@ -149,6 +149,40 @@ def needle_edit(model: "Model", target: "Target", params: Mapping[str, Any], see
 
 METHODS.add("needle", Method(needle_edit, {"sigma": 1.0, "steps": 20, "lr": 5e-2, "data": "texts"}, description="ConceptVectors' Needle on each forget person's value vector"))
 
+# Activation-space methods (issue 4): LUNAR redirection and probe-guided fact-lookup fine-tuning.
+
+
+def lunar_edit(model: "Model", target: "Target", params: Mapping[str, Any], seed: int):
+    """LUNAR: redirect forget activations toward "cannot answer" ones by refitting one ``W_out``."""
+    from mechunlearn.locate.lunar import LunarConfig, lunar
+
+    options = {k: (tuple(v) if isinstance(v, list) else v) for k, v in params.items()}
+    return lunar(model, target, LunarConfig(**options, seed=seed), progress=False).edit
+
+
+METHODS.add(
+    "lunar",
+    Method(lunar_edit, {"coef": 1.5, "layer": None, "method": "ridge", "ridge": 1e-3, "retain_items": 512, "sweep_items": 200},
+           description="LUNAR: the W_out of one layer refit so forget questions are answered 'unknown'"),
+)
+
+
+def fact_lookup_edit(model: "Model", target: "Target", params: Mapping[str, Any], seed: int):
+    """Probe-guided fact-lookup localisation: fine-tune only the MLPs where the attribute becomes decodable."""
+    from dataclasses import replace as _replace
+
+    from mechunlearn.locate.fact_lookup import DEFAULT_UNLEARN, FactLookupConfig, fact_lookup
+
+    loop = _replace(DEFAULT_UNLEARN, steps=params["steps"], lr=params["lr"], stop_forget_em=params["stop_forget_em"], seed=seed)
+    return fact_lookup(model, target, FactLookupConfig(n_layers=params["n_layers"], unlearn=loop, seed=seed)).edit
+
+
+METHODS.add(
+    "fact_lookup",
+    Method(fact_lookup_edit, {"n_layers": 1, "steps": 60, "lr": 1e-3, "stop_forget_em": 0.1},
+           description="probe-guided fact-lookup MLPs fine-tuned with -log(1-p) + retain loss"),
+)
+
 # ---------------------------------------------------------------------------- verifiers
 
 

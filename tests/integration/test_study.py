@@ -121,7 +121,7 @@ def test_ctrl_c_on_the_cli_keeps_finished_runs_and_resume_completes(tmp_path):
 
 
 def test_localized_methods_and_the_evaluation_card_in_a_study(tmp_path):
-    """SalUn, SLUG and Needle as study methods on the small world, judged by the card: the card
+    """SalUn, SLUG, Needle, LUNAR and fact lookup as study methods on the small world, judged by the card: the card
     sees the original and the edit (not the edit twice), and GA's hidden knowledge shows."""
     from mechunlearn.study import study_from_dict
 
@@ -131,7 +131,9 @@ def test_localized_methods_and_the_evaluation_card_in_a_study(tmp_path):
         "models": [{"name": "bios-tiny", "recipe": "small"}],
         "targets": [{"source": "world", "forget_frac": 0.1, "eval_retain_people": 4}],
         "methods": ["none", {"name": "ga", "params": {**quick, "lr": 2e-4}}, {"name": "salun", "params": quick},
-                    {"name": "slug", "params": {"max_candidates": 2}}, {"name": "needle", "params": {"steps": 5}}],
+                    {"name": "slug", "params": {"max_candidates": 2}}, {"name": "needle", "params": {"steps": 5}},
+                    {"name": "lunar", "params": {"retain_items": 64, "sweep_items": 32}},
+                    {"name": "fact_lookup", "params": {"steps": 10}}],
         "verifiers": [{"name": "card", "params": {"sections": ["probes", "weights", "mia", "tofu"], "max_items": 100}}],
     })
     summary = run_study(study, tmp_path, threads=1, progress=False)
@@ -144,6 +146,11 @@ def test_localized_methods_and_the_evaluation_card_in_a_study(tmp_path):
     # the unedited run's weights did not move; GA's did
     rel = card[(card["metric"] == "rel_frobenius") & (card["weight"] == "all")].groupby("method")["value"].max()
     assert rel.get("none", 0.0) == 0.0 and rel["ga"] > 0
+    # LUNAR changes exactly one W_out; fact lookup only MLP weights
+    moved = card[(card["metric"] == "delta_frobenius") & (card["weight"] != "all") & (card["value"] > 0)]
+    lunar = moved[moved["method"] == "lunar"]["weight_name"]
+    assert lunar.str.endswith("mlp.W_out").all() and lunar.nunique() == 1
+    assert moved[moved["method"] == "fact_lookup"]["weight_name"].str.contains(r"\.mlp\.").all()
     # SalUn's mask: 10% of the scored weights
     located = results[(results["verifier"] == "locate") & (results["metric"] == "selected_density")].set_index("method")["value"]
     assert located["salun"] == pytest.approx(0.1, abs=1e-3)
