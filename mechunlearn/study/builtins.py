@@ -183,6 +183,39 @@ METHODS.add(
            description="probe-guided fact-lookup MLPs fine-tuned with -log(1-p) + retain loss"),
 )
 
+# Feature-space methods (issue 4): SAE negative clamping and CodeUnlearn. Their dictionaries are
+# trained on first use and cached under $MECHUNLEARN_HOME/features/<model>-<weights hash>/.
+
+
+def sae_clamp_edit(model: "Model", target: "Target", params: Mapping[str, Any], seed: int):
+    """Conditional negative clamping of the SAE latents that fire more on forget than on retain data."""
+    from mechunlearn.locate.sae import SAETrainConfig, sae_clamp
+
+    config = SAETrainConfig(hook=params["hook"], d_sae=params["d_sae"], k=params["k"], steps=params["steps"], seed=seed)
+    return sae_clamp(model, target, config=config, n_features=params["n_features"], value=params["value"], mode=params["mode"], progress=False)[0]
+
+
+METHODS.add(
+    "sae_clamp",
+    Method(sae_clamp_edit, {"hook": "blocks.1.hook_resid_post", "d_sae": 4096, "k": 16, "steps": 2000, "n_features": 24, "value": 30.0, "mode": "clamp"},
+           description="SAE features (SAELens) selected by forget/retain firing, clamped to -c where active"),
+)
+
+
+def codeunlearn_edit(model: "Model", target: "Target", params: Mapping[str, Any], seed: int):
+    """CodeUnlearn: a codebook bottleneck with the forget-specific codes disabled (no gradient steps)."""
+    from mechunlearn.locate.codebook import CodebookConfig, codeunlearn
+
+    config = CodebookConfig(hook=params["hook"], n_codes=params["n_codes"], k=params["k"], steps=params["steps"])
+    return codeunlearn(model, target, config=config, n_codes=params["disable"], mode=params["mode"], random=params["random"], seed=seed, progress=False)[0]
+
+
+METHODS.add(
+    "codeunlearn",
+    Method(codeunlearn_edit, {"hook": "blocks.1.hook_resid_post", "n_codes": 4096, "k": 8, "steps": 1500, "disable": 512, "mode": "zero", "random": False},
+           description="CodeUnlearn: codebook features, forget-frequent codes disabled (random=True: random codes)"),
+)
+
 # ---------------------------------------------------------------------------- verifiers
 
 

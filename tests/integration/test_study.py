@@ -157,3 +157,28 @@ def test_localized_methods_and_the_evaluation_card_in_a_study(tmp_path):
     # probes on the edited model still decode what GA no longer answers (EVALS.md finding 1)
     probes = card[(card["metric"] == "probe_acc") & (card["split"] == "forget") & (card["method"] == "ga")]
     assert probes[probes["role"] == "edited"]["value"].max() > probes[probes["role"] == "retain"]["value"].max() - 0.05
+
+
+def test_feature_methods_in_a_study(tmp_path):
+    """SAE clamping and CodeUnlearn (small dictionaries) as study methods on the small world."""
+    from mechunlearn.study import study_from_dict
+
+    sae = {"d_sae": 512, "k": 8, "steps": 300, "n_features": 16, "value": 30.0}
+    codes = {"n_codes": 256, "k": 8, "steps": 300, "disable": 32}
+    study = study_from_dict({
+        "name": "features",
+        "models": [{"name": "bios-tiny", "recipe": "small"}],
+        "targets": [{"source": "world", "forget_frac": 0.1, "eval_retain_people": 8}],
+        "methods": ["none", {"name": "sae_clamp", "params": sae}, {"name": "codeunlearn", "params": codes},
+                    {"name": "codeunlearn", "label": "random codes", "params": {**codes, "random": True}}],
+        "verifiers": [{"name": "behavior", "params": {"splits": ["forget", "retain"], "by": []}}],
+    })
+    summary = run_study(study, tmp_path, threads=1, progress=False)
+    results = load_results(tmp_path)
+    assert summary.failed == 0, results[results["status"] == "error"][["label", "error"]].to_string()
+    em = results[(results["metric"] == "exact_match")].pivot_table(index="label", columns="split", values="value")
+    assert em.loc["sae_clamp", "forget"] < em.loc["none", "forget"] - 0.3
+    # the forget-specific codes hurt the forget set more than as many random codes do
+    chosen = em.loc["codeunlearn"]
+    rand = em.loc["random codes"]
+    assert (rand["forget"] - chosen["forget"]) > 0
