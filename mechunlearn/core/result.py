@@ -118,6 +118,26 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def atomic_write_dir(path: str | os.PathLike, writer) -> Path:
+    """Call ``writer(tmp_folder)`` to fill a folder, then rename it into place at ``path``
+    (replacing an older one); a failure leaves no partial folder behind."""
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        writer(tmp)
+        tmp.chmod(0o755)  # mkdtemp makes 0700; saved folders are meant to be shared
+        if path.exists():
+            shutil.rmtree(path)
+        tmp.rename(path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
 def atomic_write_bytes(path: Path, writer) -> None:
     """Call ``writer(tmp_path)`` to produce a file, then move it to ``path`` atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -55,6 +55,15 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def need_columns(frame, columns, figure: str) -> None:
+    """Raise a clear error when a figure's input frame lacks columns or rows."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{figure} needs the columns {missing}; the frame has {list(frame.columns)}")
+    if frame.empty:
+        raise ValueError(f"{figure} got an empty frame")
+
+
 def chromium() -> str | None:
     """Path of a Chromium / Chrome executable on PATH, or None."""
     for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):

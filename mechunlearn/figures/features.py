@@ -12,26 +12,20 @@ frequencies. Every function takes a tidy DataFrame and returns a plotly `Figure`
 
 from __future__ import annotations
 
-from typing import Iterable
+
 
 import numpy as np
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
-
-def _need(frame: pd.DataFrame, columns: Iterable[str], figure: str) -> None:
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{figure} needs the columns {missing}; the frame has {list(frame.columns)}")
-    if frame.empty:
-        raise ValueError(f"{figure} got an empty frame")
+from mechunlearn.figures import need_columns
 
 
 def activation_histogram(frame: pd.DataFrame, *, nbins: int = 40, max_latents: int = 8) -> go.Figure:
     """Histogram of each latent's activation on the tokens where it fires, one panel per latent,
     forget and retain overlaid (the number of active tokens is in the legend's hover)."""
-    _need(frame, ["split", "latent", "activation"], "activation_histogram")
+    need_columns(frame, ["split", "latent", "activation"], "activation_histogram")
     latents = list(dict.fromkeys(frame["latent"]))[:max_latents]
     data = frame[frame["latent"].isin(latents)].copy()
     data["latent"] = data["latent"].map(lambda i: f"latent {i}")
@@ -47,7 +41,7 @@ def activation_histogram(frame: pd.DataFrame, *, nbins: int = 40, max_latents: i
 def frequency_scatter(frame: pd.DataFrame, *, selected: int | None = None, floor: float = 1e-5) -> go.Figure:
     """Firing frequency on retain (x) against forget (y) for every latent, log-log; the top
     ``selected`` rows of the (score-sorted) frame, or a boolean ``selected`` column, are marked."""
-    _need(frame, ["latent", "freq_forget", "freq_retain"], "frequency_scatter")
+    need_columns(frame, ["latent", "freq_forget", "freq_retain"], "frequency_scatter")
     data = frame.copy()
     if "selected" not in data.columns:
         data["selected"] = False
@@ -70,7 +64,7 @@ def frequency_scatter(frame: pd.DataFrame, *, selected: int | None = None, floor
 def clamp_sweep_curve(frame: pd.DataFrame, *, forget: str = "forget", retain: str = "retain", metric: str = "exact_match") -> go.Figure:
     """The clamp sweep as a trade-off: retain (x) against forget (y) exact match, one line per clamp
     value (and one for zero-ablation) through the numbers of features; the unedited model a star."""
-    _need(frame, ["mode", "clamp_value", "n_features", "split", "metric", "value"], "clamp_sweep_curve")
+    need_columns(frame, ["mode", "clamp_value", "n_features", "split", "metric", "value"], "clamp_sweep_curve")
     data = frame[frame["metric"] == metric]
     wide = data.pivot_table(index=["mode", "clamp_value", "n_features"], columns="split", values="value").reset_index()
     for col in (forget, retain):
@@ -93,7 +87,7 @@ def clamp_sweep_curve(frame: pd.DataFrame, *, forget: str = "forget", retain: st
 def code_frequency_bars(frame: pd.DataFrame, *, top: int = 30) -> go.Figure:
     """Firing frequency on forget and on control data of the ``top`` first codes of a (score-sorted)
     frame; disabled codes (a boolean ``disabled`` column) are outlined."""
-    _need(frame, ["latent", "freq_forget", "freq_retain"], "code_frequency_bars")
+    need_columns(frame, ["latent", "freq_forget", "freq_retain"], "code_frequency_bars")
     data = frame.head(top).copy()
     data["code"] = data["latent"].astype(str)
     long = data.melt(id_vars=["code"] + (["disabled"] if "disabled" in data.columns else []), value_vars=["freq_forget", "freq_retain"], var_name="data", value_name="frequency")
@@ -107,7 +101,7 @@ def code_frequency_bars(frame: pd.DataFrame, *, top: int = 30) -> go.Figure:
 def code_usage_histogram(frame: pd.DataFrame, *, nbins: int = 50) -> go.Figure:
     """Distribution of code frequencies (log10 of the share of tokens choosing each code; unused
     codes at the left edge), per ``split`` if given."""
-    _need(frame, ["latent", "freq"], "code_usage_histogram")
+    need_columns(frame, ["latent", "freq"], "code_usage_histogram")
     data = frame.copy()
     positive = data["freq"][data["freq"] > 0]
     floor = float(positive.min()) / 10 if len(positive) else 1e-6

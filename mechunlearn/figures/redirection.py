@@ -13,28 +13,20 @@ layers marked (Guo et al. 2024). Every function takes a tidy DataFrame and retur
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
-
-def _need(frame: pd.DataFrame, columns: Iterable[str], figure: str) -> None:
-    if not isinstance(frame, pd.DataFrame):
-        raise TypeError(f"{figure} takes a pandas DataFrame, got {type(frame).__name__}")
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{figure} needs the columns {missing}; the frame has {list(frame.columns)}")
-    if frame.empty:
-        raise ValueError(f"{figure} got an empty frame")
+from mechunlearn.figures import need_columns
 
 
 def steering_sweep(frame: pd.DataFrame, *, coef: float | None = None, metrics: Sequence[str] = ("share_unknown", "share_correct")) -> go.Figure:
     """Share of answers per class against the layer: one panel per mode (steering hook, fitted
     edit), colour = class, dash = split. The unedited model's forget/retain ``share_correct`` are
     dotted horizontal lines. ``coef`` picks one coefficient (default: the largest)."""
-    _need(frame, ["layer", "mode", "split", "metric", "value"], "steering_sweep")
+    need_columns(frame, ["layer", "mode", "split", "metric", "value"], "steering_sweep")
     sub = frame[frame["metric"].isin(metrics)]
     if "coef" in sub.columns:
         steered = sub[sub["mode"] != "none"]
@@ -60,10 +52,10 @@ def activation_shift(frame: pd.DataFrame, *, measure: str = "shift_along") -> go
     """Histogram of the edit's change of the MLP output at the edit site, per split (forget rows
     should move along r, retain rows stay near 0). ``measure``: ``shift_along`` (projection on the
     unit direction) or ``shift_norm``; ``relative`` divides the norm by the unedited output's."""
-    _need(frame, ["split", "shift_norm"], "activation_shift")
+    need_columns(frame, ["split", "shift_norm"], "activation_shift")
     data = frame.copy()
     if measure == "relative":
-        _need(frame, ["base_norm"], "activation_shift(measure='relative')")
+        need_columns(frame, ["base_norm"], "activation_shift(measure='relative')")
         data["relative"] = data["shift_norm"] / data["base_norm"].clip(lower=1e-12)
     elif measure not in data.columns:
         raise ValueError(f"measure must be shift_along, shift_norm or relative; the frame has {list(frame.columns)}")
@@ -80,7 +72,7 @@ def probe_layers(frame: pd.DataFrame, *, chosen: Sequence[int] = (), title: str 
     """Probe accuracy against the layer (mean over attributes when there is an ``attribute``
     column), one line per split; the chosen fact-lookup layers are shaded. A ``chance`` column
     adds the chance level as a dotted line."""
-    _need(frame, ["layer", "value"], "probe_layers")
+    need_columns(frame, ["layer", "value"], "probe_layers")
     keys = ["split", "layer"] if "split" in frame.columns else ["layer"]
     agg = frame.groupby(keys, as_index=False)["value"].mean().sort_values("layer")
     fig = px.line(agg, x="layer", y="value", color="split" if "split" in agg.columns else None, markers=True,
@@ -99,7 +91,7 @@ def probe_layers(frame: pd.DataFrame, *, chosen: Sequence[int] = (), title: str 
 def tradeoff_curve(frame: pd.DataFrame, *, x: str = "forget", y: str = "retain", label: str | None = "label") -> go.Figure:
     """Forget vs retain exact match of a sweep (one point per setting, joined in row order per
     ``method`` when present); the goal region (forget ≤ 0.2) is shaded."""
-    _need(frame, [x, y], "tradeoff_curve")
+    need_columns(frame, [x, y], "tradeoff_curve")
     color = "method" if "method" in frame.columns else None
     text = label if label is not None and label in frame.columns else None
     fig = px.line(frame, x=x, y=y, color=color, text=text, markers=True, labels={x: f"{x} exact match", y: f"{y} exact match"})

@@ -15,25 +15,19 @@ Compose) with the weight traces of `mechunlearn.verify.weight_traces`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
+from mechunlearn.figures import need_columns
+
 from mechunlearn.core.edit import Edit, EditHandle
 
 if TYPE_CHECKING:
     from mechunlearn.models.model import Model
-
-
-def _need(frame: pd.DataFrame, columns: Iterable[str], figure: str) -> None:
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{figure} needs the columns {missing}; the frame has {list(frame.columns)}")
-    if frame.empty:
-        raise ValueError(f"{figure} got an empty frame")
 
 
 def _touched(handle: EditHandle) -> list[str]:
@@ -64,7 +58,7 @@ def _layer_label(layer) -> str:
 def delta_by_layer(frame: pd.DataFrame, *, metric: str = "delta_frobenius") -> go.Figure:
     """Bars of ‖Δθ‖ (or ``rel_frobenius``) per layer, stacked by module, one panel per method,
     from `weight_deltas` frames (their per layer × module rows, ``weight == "all"``)."""
-    _need(frame, ["method", "layer", "module", "weight", "metric", "value"], "delta_by_layer")
+    need_columns(frame, ["method", "layer", "module", "weight", "metric", "value"], "delta_by_layer")
     data = frame[(frame["weight"] == "all") & (frame["metric"] == metric)]
     if data.empty:
         raise ValueError(f"no per-layer rows of metric {metric!r}; build the frame with weight_deltas(...)")
@@ -78,7 +72,7 @@ def delta_by_layer(frame: pd.DataFrame, *, metric: str = "delta_frobenius") -> g
 
 def mask_density(frame: pd.DataFrame) -> go.Figure:
     """Share of selected weights per layer and module, one panel per method (mask)."""
-    _need(frame, ["method", "layer", "module", "density"], "mask_density")
+    need_columns(frame, ["method", "layer", "module", "density"], "mask_density")
     data = frame.copy()
     weight = data["numel"] if "numel" in data.columns else pd.Series(1.0, index=data.index)
     selected = data["selected"] if "selected" in data.columns else data["density"] * weight
@@ -95,7 +89,7 @@ def mask_density(frame: pd.DataFrame) -> go.Figure:
 def slug_pareto(stats: pd.DataFrame, chosen: str | None = None) -> go.Figure:
     """SLUG's candidates: importance ‖g_f‖/‖θ‖ (log x) against alignment |cos(g_f, g_r)|, the
     Pareto front (high importance, low alignment) joined by a line, the chosen tensor starred."""
-    _need(stats, ["name", "importance", "alignment", "pareto"], "slug_pareto")
+    need_columns(stats, ["name", "importance", "alignment", "pareto"], "slug_pareto")
     data = stats.assign(on_front=np.where(stats["pareto"], "Pareto front", "dominated"))
     color = "module" if "module" in data.columns else None
     fig = px.scatter(data, x="importance", y="alignment", color=color, symbol="on_front", hover_name="name",
@@ -116,7 +110,7 @@ def tradeoff(frame: pd.DataFrame, *, forget: str = "forget", retain: str = "reta
     colour per method, each method's Pareto front (non-dominated runs) as a line."""
     from mechunlearn.locate.slug import pareto_front
 
-    _need(frame, ["method", forget, retain], "tradeoff")
+    need_columns(frame, ["method", forget, retain], "tradeoff")
     fig = px.scatter(frame, x=forget, y=retain, color="method", hover_name=label,
                      labels={forget: "forget exact match (lower is better)", retain: "retain exact match (higher is better)"},
                      title="Forget vs retain: each method's trade-off")

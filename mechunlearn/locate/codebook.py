@@ -39,8 +39,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal, Mapping, Sequence
@@ -54,7 +52,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from mechunlearn.core.edit import Edit, EditHandle, HookEdit
-from mechunlearn.core.result import Result, atomic_write_text, provenance
+from mechunlearn.core.result import Result, atomic_write_dir, atomic_write_text, provenance
 from mechunlearn.core.selection import Selection
 from mechunlearn.core.site import Site
 from mechunlearn.locate.registry import LOCALIZERS
@@ -189,21 +187,12 @@ class Codebook(torch.nn.Module):
     # ----- persistence
     def save(self, path: str | Path) -> Path:
         """Write ``codebook.pt`` and metadata to the folder ``path`` (atomically)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
-            torch.save({"codes": self.codes.detach().cpu()}, tmp / _WEIGHTS_FILE)
+        def write(folder: Path) -> None:
+            torch.save({"codes": self.codes.detach().cpu()}, folder / _WEIGHTS_FILE)
             record = {"format": _FORMAT, "hook": self.hook, "k": self.k, **self.meta}
-            atomic_write_text(tmp / _META_FILE, json.dumps(record, indent=2, default=str))
-            tmp.chmod(0o755)  # mkdtemp makes 0700; saved dictionaries are meant to be shared
-            if path.exists():
-                shutil.rmtree(path)
-            tmp.rename(path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return path
+            atomic_write_text(folder / _META_FILE, json.dumps(record, indent=2, default=str))
+
+        return atomic_write_dir(path, write)
 
     @classmethod
     def load(cls, path: str | Path, model: "Model | None" = None) -> "Codebook":

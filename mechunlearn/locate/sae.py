@@ -36,7 +36,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -50,7 +49,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from mechunlearn.core.edit import Edit, EditHandle, HookEdit
-from mechunlearn.core.result import Result, atomic_write_text, provenance
+from mechunlearn.core.result import Result, atomic_write_dir, atomic_write_text, provenance
 from mechunlearn.core.selection import Selection
 from mechunlearn.core.site import Site
 from mechunlearn.locate.registry import LOCALIZERS
@@ -195,21 +194,12 @@ class SparseAutoencoder(torch.nn.Module):
     def save(self, path: str | Path) -> Path:
         """Write SAELens' files (``cfg.json``, ``sae_weights.safetensors``) plus our metadata to the
         folder ``path``, atomically (a temp folder renamed into place)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
-            self.sae.save_model(tmp)
+        def write(folder: Path) -> None:
+            self.sae.save_model(folder)
             record = {"format": _FORMAT, "hook": self.hook, **self.meta}
-            atomic_write_text(tmp / _META_FILE, json.dumps(record, indent=2, default=str))
-            tmp.chmod(0o755)  # mkdtemp makes 0700; saved dictionaries are meant to be shared
-            if path.exists():
-                shutil.rmtree(path)
-            tmp.rename(path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return path
+            atomic_write_text(folder / _META_FILE, json.dumps(record, indent=2, default=str))
+
+        return atomic_write_dir(path, write)
 
     @classmethod
     def load(cls, path: str | Path, model: "Model | None" = None) -> "SparseAutoencoder":
