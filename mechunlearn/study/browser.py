@@ -27,7 +27,7 @@ _PLOTS_JS = """(() => {
   const divs = Array.from(document.querySelectorAll('.plotly-graph-div'));
   return {
     total: divs.length,
-    rendered: divs.filter(d => d._fullLayout && d.querySelector('.main-svg') && d.querySelectorAll('.main-svg .trace').length > 0).length,
+    rendered: divs.filter(d => d._fullLayout && d.querySelector('.main-svg') && d.querySelectorAll('.main-svg .trace, .main-svg .hm image').length > 0).length,
     figure_errors: document.querySelectorAll('.figure-error').length,
     title: document.title,
   };

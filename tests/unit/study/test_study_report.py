@@ -108,6 +108,20 @@ def test_page_check_sees_js_errors_and_external_requests(tmp_path):
     assert not check.ok
 
 
+def test_page_check_counts_heatmaps_and_empty_plots(tmp_path):
+    # heatmap traces are images, not .trace groups: a drawn probe heatmap must count as drawn,
+    # and an empty figure must not
+    import plotly.graph_objects as go
+
+    from mechunlearn.figures import save
+
+    save(go.Figure(go.Heatmap(z=[[0.1, 0.9], [0.5, 0.2]])), tmp_path / "heat", png=False)
+    assert check_page(tmp_path / "heat.html").rendered == 1
+    save(go.Figure(), tmp_path / "empty", png=False)
+    empty = check_page(tmp_path / "empty.html")
+    assert empty.plots == 1 and empty.rendered == 0 and not empty.ok
+
+
 def test_report_of_a_folder_without_a_study_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a study folder"):
         write_report(tmp_path)
