@@ -21,6 +21,8 @@ import pandas as pd
 log = logging.getLogger("mechunlearn")
 
 FORGET_FRACS = (0.1, 0.05, 0.01)
+WORLD_SIGMA = 100.0
+"""Validation noise (x the vector's RMS entry) for concepts of the synthetic world (see `_concept_vectors`)."""
 
 
 def _print_table(frame: pd.DataFrame, title: str) -> None:
@@ -93,7 +95,12 @@ def _concept_vectors(args: argparse.Namespace) -> int:
     model = load_model(args.name, **options)
     out = args.out or Path(__file__).resolve().parent.parent / "concept_vectors" / f"{model.model_id}.json"
     start = time.perf_counter()
-    located = build_concept_file(model, concepts_for(model), out)
+    from mechunlearn.locate.concept_vectors import ConceptFileConfig, ValidateConfig
+
+    # bios-tiny stores each concept redundantly: noise of 5x a vector's RMS (the ratio of the
+    # paper's sigma on LLaMA-2-7B) changes no answer, so its concepts are validated at 100x.
+    sigma = args.sigma if args.sigma is not None else (WORLD_SIGMA if model.meta.get("world_config") else ValidateConfig.sigma)
+    located = build_concept_file(model, concepts_for(model), out, ConceptFileConfig(validate=ValidateConfig(sigma=sigma)))
     rejected = located.meta.get("rejected", [])
     print(f"{model.model_id}: {len(located)} concepts located and validated, {len(rejected)} rejected, in {time.perf_counter() - start:.0f} s")
     for record in rejected:
@@ -181,6 +188,7 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("name", help="bios-tiny (concepts from its world) or smollm2-135m (hand-written concepts)")
     c.add_argument("--out", type=Path, default=None, help="output file (default concept_vectors/<model id>.json in the checkout)")
     c.add_argument("--quick", action="store_true", help="use the small 40-person-world build of bios-tiny")
+    c.add_argument("--sigma", type=float, default=None, help=f"validation noise in units of the vector's RMS entry (default 5; {WORLD_SIGMA:g} for bios-tiny)")
     c.set_defaults(func=_concept_vectors)
 
     st = sub.add_parser("study", help="scripted ablation studies: run a study file, write its report")
