@@ -64,7 +64,7 @@ class AttackConfig:
     """How relearning halves the forget set: ``person`` or ``attribute`` (see the module doc)."""
     relearn_steps: int = 30
     """Fine-tuning steps of the relearning attack."""
-    relearn_lr: float = 1e-3
+    relearn_lr: float = 1e-4
     """Learning rate of the relearning attack (AdamW, constant)."""
     relearn_batch_size: int = 16
     """Items per relearning step."""
