@@ -56,7 +56,7 @@ from mechunlearn.locate.sae import (
 )
 from mechunlearn.models import load_model
 from mechunlearn.models.bios_tiny import BiosTinyRecipe
-from mechunlearn.verify import score_items
+from mechunlearn.verify import exact_match_by_set
 from mechunlearn.world import World
 
 logging.getLogger("mechunlearn").setLevel(logging.WARNING)
@@ -83,15 +83,7 @@ corpus = world_corpus(model)
 
 # %%
 def evaluate(edit=None) -> dict[str, float]:
-    """Greedy exact match on each evaluation set, with ``edit`` applied (reverted afterwards)."""
-
-    def scores():
-        return {k: float(score_items(model, v, progress=False, batch_size=128)["exact_match"].mean()) for k, v in EVAL.items()}
-
-    if edit is None:
-        return scores()
-    with edit.applied(model):
-        return scores()
+    return exact_match_by_set(model, EVAL, edit, batch_size=128)
 
 
 start_hash = model.weights_hash()

@@ -54,7 +54,7 @@ from mechunlearn.locate.lunar import (
 from mechunlearn.locate.saliency import seeded_subset
 from mechunlearn.models import load_model
 from mechunlearn.models.bios_tiny import BiosTinyRecipe
-from mechunlearn.verify import score_items
+from mechunlearn.verify import exact_match_by_set, score_items
 from mechunlearn.world import World
 
 logging.getLogger("mechunlearn").setLevel(logging.WARNING)
@@ -79,15 +79,7 @@ EVAL = {
 
 # %%
 def evaluate(edit=None) -> dict[str, float]:
-    """Greedy exact match on each evaluation set, with ``edit`` applied (reverted afterwards)."""
-
-    def scores():
-        return {k: float(score_items(model, v, progress=False)["exact_match"].mean()) for k, v in EVAL.items()}
-
-    if edit is None:
-        return scores()
-    with edit.applied(model):
-        return scores()
+    return exact_match_by_set(model, EVAL, edit)
 
 
 start_hash, start_hooks = model.weights_hash(), model.hook_count()

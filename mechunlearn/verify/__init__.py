@@ -10,7 +10,7 @@
 """
 
 from mechunlearn.verify.attacks import AttackConfig, attack_suite
-from mechunlearn.verify.behavior import behavior, score_items
+from mechunlearn.verify.behavior import behavior, exact_match_by_set, score_items
 from mechunlearn.verify.card import CardConfig, card_summary, evaluation_card
 from mechunlearn.verify.mia import MIAConfig, membership_inference
 from mechunlearn.verify.probes import ProbeConfig, probe_accuracy, probe_summary
@@ -29,6 +29,7 @@ __all__ = [
     "behavior",
     "card_summary",
     "evaluation_card",
+    "exact_match_by_set",
     "membership_inference",
     "probe_accuracy",
     "probe_summary",

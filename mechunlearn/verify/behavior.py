@@ -14,7 +14,9 @@ forward pass gives all three metrics, batched.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+import contextlib
+
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import pandas as pd
 import torch
@@ -25,6 +27,7 @@ from mechunlearn.models.text import qa_batches, token_logprobs
 from mechunlearn.world.target import SPLITS
 
 if TYPE_CHECKING:
+    from mechunlearn.core.edit import Edit
     from mechunlearn.models.model import Model
     from mechunlearn.world.target import Item, Target
 
@@ -66,6 +69,13 @@ def score_items(model: "Model", items: Sequence["Item"], *, batch_size: int = 64
     frame = pd.DataFrame(rows)
     frame.index = order
     return frame.sort_index()
+
+
+def exact_match_by_set(model: "Model", sets: Mapping[str, Sequence["Item"]], edit: "Edit | None" = None, *, batch_size: int = 64) -> dict[str, float]:
+    """Greedy exact match on each named item set, with ``edit`` applied while scoring (reverted after)."""
+    context = edit.applied(model) if edit is not None else contextlib.nullcontext()
+    with context:
+        return {k: float(score_items(model, v, batch_size=batch_size, progress=False)["exact_match"].mean()) for k, v in sets.items()}
 
 
 def behavior(

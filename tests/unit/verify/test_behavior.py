@@ -66,3 +66,18 @@ def test_behavior_result_is_tidy(tiny_model):
 def test_empty_forget_set_is_refused():
     with pytest.raises(ValueError, match="empty forget set"):
         Target("t", forget=(), retain=tuple(items()))
+
+
+def test_exact_match_by_set_applies_and_reverts_the_edit(tiny_model):
+    from mechunlearn.core import WeightEdit
+    from mechunlearn.verify.behavior import exact_match_by_set, score_items
+    from mechunlearn.world.target import Item
+
+    items = [Item("where was w1 born ?", "w2", subject="w1"), Item("what year is w3 ?", "w4", subject="w3")]
+    before = tiny_model.weights_hash()
+    plain = exact_match_by_set(tiny_model, {"a": items})
+    assert plain == {"a": float(score_items(tiny_model, items, progress=False)["exact_match"].mean())}
+    # an edit that makes w2 the argmax everywhere: the first item becomes a hit while it is applied
+    edit = WeightEdit("unembed.b_U", "add", value=torch.nn.functional.one_hot(torch.tensor(tiny_model.encode(" w2")[0]), tiny_model.d_vocab).float() * 1e4)
+    assert exact_match_by_set(tiny_model, {"a": items[:1]}, edit) == {"a": 1.0}
+    assert tiny_model.weights_hash() == before
