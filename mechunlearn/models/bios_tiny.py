@@ -31,7 +31,7 @@ from mechunlearn.world import World, WorldConfig, build_tokenizer
 
 log = logging.getLogger(__name__)
 
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 """Bumped whenever the build changes in a way that invalidates cached models."""
 
 
@@ -55,10 +55,13 @@ class BiosTinyRecipe:
     """Training rows per step."""
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(
-            steps=1200, lr=1e-3, weight_decay=0.01, betas=(0.9, 0.98), warmup=20, schedule="cosine", min_lr_ratio=0.1
+            steps=1500, lr=1e-3, weight_decay=0.01, betas=(0.9, 0.98), warmup=20, schedule="cosine", min_lr_ratio=0.1,
+            autocast="bfloat16",
         )
     )
-    """Optimiser settings of the one loop."""
+    """Optimiser settings of the one loop. Mixed precision (bfloat16 matmuls, float32 weights)
+    makes a step 2.4x cheaper on this machine, which pays for the 1500 steps the world needs
+    since it teaches reading from the context (1200 float32 steps: trained 0.959, unknown 0.946)."""
     gate_trained: float = 0.98
     """Minimum exact match on trained question templates."""
     gate_heldout: float = 0.90
@@ -72,8 +75,10 @@ class BiosTinyRecipe:
         """A quick variant for tests and notebooks: 40 people, fewer steps, same gate code."""
         return replace(
             self,
-            world=replace(self.world, n_people=40, n_holdout=8, n_nonexistent=12),
-            train=replace(self.train, steps=500),
+            # 40 non-existent names are too few for a general "unknown" rule from one question
+            # each (0.93 at 900 steps), so each is asked three times (0.996)
+            world=replace(self.world, n_people=40, n_holdout=8, n_nonexistent=40, unknown_qa_per_fact=3, context_qa_per_fact=2),
+            train=replace(self.train, steps=1000),
         )
 
 
@@ -146,13 +151,13 @@ def gate_table(model: Model, world: World, *, people: list[str] | None = None, b
 
     names = people if people is not None else [p.name for p in world.people]
     rows = []
-    for paraphrase in ("trained", "heldout"):
+    # Every person x attribute is scored. Items run person > attribute > template, so a stride
+    # rotates through the templates across people: trained templates (20 per fact) and the
+    # non-existent people's questions are scored on a systematic third, held-out ones in full.
+    for paraphrase, stride in (("trained", 3), ("heldout", 1)):
         items = [q for n in names for a in world.ATTRIBUTES for q in world.questions(n, a, paraphrase=paraphrase)]
-        scored = score_items(model, items, batch_size=batch_size, progress=False)
-        rows.append({"gate": f"{paraphrase}_templates", "exact_match": scored["exact_match"].mean(), "n_items": len(items)})
-    # Every third non-existent question (items run person > attribute > template, and 20
-    # templates per fact, so the stride rotates through every template across people): a
-    # systematic third of the 24k questions, which saves a sixth of the build time.
+        scored = score_items(model, items[::stride], batch_size=batch_size, progress=False)
+        rows.append({"gate": f"{paraphrase}_templates", "exact_match": scored["exact_match"].mean(), "n_items": len(scored)})
     unknown = score_items(model, world.unknown_items()[::3], batch_size=batch_size, progress=False)
     rows.append({"gate": "unknown_nonexistent", "exact_match": unknown["exact_match"].mean(), "n_items": len(unknown)})
     return pd.DataFrame(rows)

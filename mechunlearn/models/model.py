@@ -18,6 +18,7 @@ embeddings stay put) and hands out nnsight access to the same module.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -241,6 +242,22 @@ class Model:
             raise ValueError(f"{site} is an activation site, not a weight; use a name like blocks.0.mlp.W_out")
         view = self._weights[site.name].view
         return view[site.index] if site.index else view
+
+    @torch.no_grad()
+    def set_weights(self, values: "dict[str, Tensor]") -> None:
+        """Copy each tensor into the weight (or slice) it names, in place."""
+        for name, value in values.items():
+            self.weight(name).copy_(value)
+
+    @contextlib.contextmanager
+    def restoring(self, names: Sequence[str]) -> Iterator[dict[str, Tensor]]:
+        """Snapshot the named weights and put them back bit for bit on exit, errors included;
+        yields the snapshot (name -> cloned tensor)."""
+        saved = {n: self.weight(n).detach().clone() for n in names}
+        try:
+            yield saved
+        finally:
+            self.set_weights(saved)
 
     def parameter_count(self, names: Sequence[str] | None = None) -> int:
         """Number of scalar weights in ``names`` (default: all, tied counted once)."""

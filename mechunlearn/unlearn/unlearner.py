@@ -66,16 +66,9 @@ class UnlearnConfig:
 @contextmanager
 def _originals(model: "Model", originals: dict[str, torch.Tensor]):
     """Temporarily put the original values back into the trained weights (the frozen reference)."""
-    current = {n: model.weight(n).detach().clone() for n in originals}
-    with torch.no_grad():
-        for n, v in originals.items():
-            model.weight(n).copy_(v)
-    try:
+    with model.restoring(list(originals)):
+        model.set_weights(originals)
         yield
-    finally:
-        with torch.no_grad():
-            for n, v in current.items():
-                model.weight(n).copy_(v)
 
 
 @torch.no_grad()
@@ -131,31 +124,26 @@ def unlearn(
         names = model.weight_names(config.weights)
     else:
         names = list(config.weights)
-    originals = {n: model.weight(n).detach().clone() for n in names}
-    ctx = LossContext(reference=lambda: _originals(model, originals))
-    if loss.needs_ref:
-        ref = reference_nll(model, forget)
-        ctx.ref_nll = lambda idx: ref[idx]
-    gen = torch.Generator().manual_seed(config.seed)
+    with model.restoring(names) as originals:
+        ctx = LossContext(reference=lambda: _originals(model, originals))
+        if loss.needs_ref:
+            ref = reference_nll(model, forget)
+            ctx.ref_nll = lambda idx: ref[idx]
+        gen = torch.Generator().manual_seed(config.seed)
 
-    def step_loss(step: int) -> torch.Tensor:
-        idx = torch.randint(0, len(forget), (min(config.batch_size, len(forget)),), generator=gen).tolist()
-        fb = encode_qa(model, [forget[i].prompt for i in idx], [forget[i].answer for i in idx])
-        rb = None
-        if retain and loss.retain_weight:
-            ridx = torch.randint(0, len(retain), (config.batch_size,), generator=gen).tolist()
-            rb = encode_qa(model, [retain[i].prompt for i in ridx], [retain[i].answer for i in ridx])
-        return loss(model, fb, idx, rb, ctx)
+        def step_loss(step: int) -> torch.Tensor:
+            idx = torch.randint(0, len(forget), (min(config.batch_size, len(forget)),), generator=gen).tolist()
+            fb = encode_qa(model, [forget[i].prompt for i in idx], [forget[i].answer for i in idx])
+            rb = None
+            if retain and loss.retain_weight:
+                ridx = torch.randint(0, len(retain), (config.batch_size,), generator=gen).tolist()
+                rb = encode_qa(model, [retain[i].prompt for i in ridx], [retain[i].answer for i in ridx])
+            return loss(model, fb, idx, rb, ctx)
 
-    stop = None
-    if config.stop_forget_em is not None:
-        stop = lambda step: forget_exact_match(model, forget) <= config.stop_forget_em  # noqa: E731
-    try:
+        stop = None
+        if config.stop_forget_em is not None:
+            stop = lambda step: forget_exact_match(model, forget) <= config.stop_forget_em  # noqa: E731
         train_log = fit(model, step_loss, config.train_config(), weights=names, mask=mask, stop=stop, stop_every=config.stop_every, desc=f"unlearn {config.loss}")
         deltas = {n: (model.weight(n).detach() - originals[n]) for n in names}
-    finally:
-        with torch.no_grad():
-            for n, v in originals.items():
-                model.weight(n).copy_(v)
     meta = {"config": config, "steps": train_log.steps, "stopped_early": train_log.stopped_early, "losses": train_log.losses}
     return DeltaEdit(deltas, mask, label=config.loss, meta=meta)

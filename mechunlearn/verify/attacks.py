@@ -223,7 +223,6 @@ def relearning_attack(subject, target: "Target", config: AttackConfig = AttackCo
     rows: list[dict] = []
     with using(subject) as model:
         names = model.weight_names(config.relearn_weights)
-        saved = {n: model.weight(n).detach().clone() for n in names}
 
         def evaluate(step: int) -> bool:
             for half, items in (("trained", train), ("other", other)):
@@ -239,12 +238,8 @@ def relearning_attack(subject, target: "Target", config: AttackConfig = AttackCo
 
         evaluate(0)
         cfg = TrainConfig(steps=config.relearn_steps, lr=config.relearn_lr, seed=config.seed)
-        try:
+        with model.restoring(names):
             fit(model, loss, cfg, weights=names, stop=lambda step: evaluate(step + 1), stop_every=config.relearn_eval_every, desc="relearn")
-        finally:
-            with torch.no_grad():
-                for n, v in saved.items():
-                    model.weight(n).copy_(v)
     for r in rows:
         r["split_by"] = config.relearn_split
     return rows

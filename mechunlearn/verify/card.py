@@ -239,7 +239,9 @@ HEADLINE = (
 
 def card_summary(card: Result) -> pd.DataFrame:
     """One row per model role with the headline numbers: forget / retain exact match, TOFU
-    metrics, MIA, best-layer forget probe accuracy (refit, subject token), paraphrase, few-shot,
+    metrics, MIA, forget probe accuracy at the best layer and token position (refit; per attribute, then
+    averaged: bios-tiny reads attributes out at the question's last token, other models may at
+    the subject's), paraphrase, few-shot,
     two-hop reintroduction and relearning recovery on the unseen half."""
     f = card.frame
     out: dict[str, dict[str, float]] = {}
@@ -251,11 +253,11 @@ def card_summary(card: Result) -> pd.DataFrame:
         sub = f[(f["section"] == section) & (f["metric"] == metric) & (f["split"] == split)]
         for role, value in sub.groupby("model")["value"].mean().items():
             put(role, f"{metric}:{split}" if section == "behavior" else metric, value)
-    probes = f[(f["metric"] == "probe_acc") & (f["split"] == "forget") & (f["reading"] == "refit") & (f["position"] == "subject")]
+    probes = f[(f["metric"] == "probe_acc") & (f["split"] == "forget") & (f["reading"] == "refit")]
     if not probes.empty:
         best = probes.groupby(["model", "attribute"])["value"].max().groupby("model").mean()
         for role, value in best.items():
-            put(role, "probe_forget_best_layer", value)
+            put(role, "probe_forget_best", value)
     attacks = f[f["metric"] == "attack_exact_match"]
     for (role, attack, split), value in attacks[attacks.get("context", pd.Series(True, index=attacks.index)).fillna(True).astype(bool)].groupby(["model", "attack", "split"])["value"].mean().items():
         if split == "forget":

@@ -36,6 +36,13 @@ class WorldConfig:
     texts for each (person, attribute); the rest of the trained templates are only evaluated."""
     unknown_qa_per_fact: int = 1
     """Like ``qa_per_fact`` for each (non-existent person, attribute), answered ``unknown``."""
+    context_qa_per_fact: int = 1
+    """Reading-from-context documents per (non-existent person, attribute): a bio sentence
+    stating a random value, then a trained question answered with it (for ``work_city`` the
+    sentence states an employer and the answer is that employer's city: two hops). The names
+    are never given facts, so the only way to answer is to read the context; this is what makes
+    EVALS.md's in-context reintroduction finding testable (a model that never saw a fact in its
+    prompt cannot use one). 0 turns them off."""
     employer_fact_repeats: int = 2
     """How many times each employer-fact sentence ("Zentrix is based in Orvale.") appears in
     the training texts, per wording."""
@@ -47,7 +54,7 @@ class WorldConfig:
     def __post_init__(self) -> None:
         for name in (
             "n_people", "n_holdout", "n_nonexistent", "bios_per_person", "qa_per_fact",
-            "unknown_qa_per_fact", "employer_fact_repeats", "n_perturbed", "seed",
+            "unknown_qa_per_fact", "context_qa_per_fact", "employer_fact_repeats", "n_perturbed", "seed",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):

@@ -154,12 +154,27 @@ class World:
             for attribute in ATTRIBUTES:
                 for t in self._trained_sample(name, attribute, cfg.unknown_qa_per_fact):
                     docs.append((name, f"{t.render(name)} {pools.UNKNOWN_ANSWER}"))
+            docs.extend((name, text) for text in self._context_qa(name))
         for _ in range(cfg.employer_fact_repeats):
             for employer in pools.EMPLOYERS:
                 city = self.employer_cities[employer]
                 docs.extend(("", t.format(employer=employer, city=city)) for t in EMPLOYER_FACT_TEMPLATES)
         self._rng("shuffle").shuffle(docs)
         return tuple(docs)
+
+    def _context_qa(self, name: str) -> list[str]:
+        """``context_qa_per_fact`` reading documents per attribute for a non-existent ``name``."""
+        rng = self._rng("context", name)
+        texts = []
+        for attribute in ATTRIBUTES:
+            stated = "employer" if attribute == "work_city" else attribute
+            for _ in range(self.config.context_qa_per_fact):
+                value = rng.choice(pools.VALUE_POOLS[stated])
+                answer = self.employer_cities[value] if attribute == "work_city" else value
+                sentence = rng.choice(BIO_TEMPLATES[stated]).format(name=name, value=value)
+                question = rng.choice(question_templates(attribute, "trained")).render(name)
+                texts.append(f"{sentence} {question} {answer}")
+        return texts
 
     def _trained_sample(self, name: str, attribute: str, k: int):
         templates = question_templates(attribute, "trained")
@@ -263,7 +278,7 @@ class World:
 
     def training_texts(self, exclude: Iterable[str] = ()) -> list[str]:
         """Every training document, shuffled: bios, trained-template QA (``"{prompt} {answer}"``),
-        ``unknown`` QA about non-existent people, employer facts.
+        ``unknown`` QA about non-existent people, reading-from-context QA about them, employer facts.
 
         People named in ``exclude`` are left out entirely (to train a retain model).
         """

