@@ -107,18 +107,18 @@ def report(results: list[dict]) -> str:
         "",
         markdown_table(
             [
-                {"benchmark": r["name"], "claim": r.get("claim", ""), "model": r.get("model"), "quick": r.get("quick"), "passed": r.get("passed"), "wall s": r.get("wall_seconds"), "measured": r.get("measured"), "machine": r.get("machine")}
+                {"benchmark": r["name"], **{k: r.get("headline", {}).get(k, "") for k in ("what", "baseline", "ratio", "peak memory")}, "model": r.get("model"), "quick": r.get("quick"), "passed": r.get("passed"), "wall s": r.get("wall_seconds"), "measured": r.get("measured")}
                 for r in results
             ]
         ),
     ]
     body = []
     for r in results:
-        body += [f"## {r['name']}", "", r.get("claim", ""), ""]
+        body += [f"## {r['name']}", "", r.get("claim", ""), "", f"Machine: {r.get('machine', '?')}.", ""]
         if r.get("error"):
             body += [f"**Failed:** `{r['error']}`", ""]
         body.append(markdown_table(r.get("rows", [])))
-        skip = ("name", "claim", "rows", "passed", "traceback", "error", "wall_seconds", "measured", "quick", "model", "machine")
+        skip = ("name", "claim", "rows", "passed", "traceback", "error", "wall_seconds", "measured", "quick", "model", "machine", "headline")
         extras = {k: v for k, v in r.items() if k not in skip and not isinstance(v, (list, dict))}
         if extras:
             body += ["", ", ".join(f"{k}: {_cell(v)}" for k, v in extras.items()), ""]

@@ -126,6 +126,12 @@ def run(quick: bool = False, repeats: int = 3) -> dict:
         "model": "bios-tiny-shaped (random weights)" + (" (small world)" if quick else ""),
         "threads": threads,
         "rows": rows,
+        "headline": {
+            "what": f"activation cache, {N_PROMPTS} prompts, " + " / ".join(r["variant"] for r in rows),
+            "baseline": "run_with_cache per batch, then slice",
+            "ratio": " / ".join(f"{r['ratio']:.1f}x" for r in rows) + " faster",
+            "peak memory": " / ".join(f"{r['peak_mb']:.0f} vs {r['baseline_peak_mb']:.0f} MB" for r in rows),
+        },
         "passed": all(r["ratio"] > 1 and r["peak_mb"] <= r["baseline_peak_mb"] and r["same_values"] for r in rows),
     }
 
