@@ -333,10 +333,13 @@ def scan(model: "Model", references: Mapping[str, Sequence[int]], config: ScanCo
     top_ids = torch.empty(n, n_top, dtype=torch.int32)
     bottom_ids = torch.empty(n, n_top, dtype=torch.int32) if config.signs == "both" else None
     chunk = config.chunk_size
+    # one output buffer for every chunk: a fresh 400 MB result per chunk costs its page faults
+    # (the product runs at 167 instead of 187 GFLOP/s on smollm2's shapes here)
+    buffer = torch.empty(min(chunk, n), d_vocab)
     with torch.no_grad():
         for start in tqdm(range(0, n, chunk), desc="scan value vectors", leave=False, disable=not progress):
             stop = min(start + chunk, n)
-            logits = flat[start:stop] @ w_u  # the one full-vocabulary projection of these rows
+            logits = torch.matmul(flat[start:stop], w_u, out=buffer[: stop - start])  # the one full-vocabulary projection of these rows
             ids = logits.topk(k, dim=-1).indices
             top_ids[start:stop] = ids[:, :n_top]
             s, h = score_top_ids(ids, ref, config.scoring)
@@ -350,7 +353,6 @@ def scan(model: "Model", references: Mapping[str, Sequence[int]], config: ScanCo
                 signs[:, start:stop] = torch.where(neg, -1, 1).to(torch.int8)
             scores[:, start:stop] = s
             hits[:, start:stop] = h
-            del logits
     vocab = vocabulary(model)
     shape = (n_c, n_layers, d_mlp)
     return ConceptScan(
