@@ -224,6 +224,7 @@ print(f"LUNAR ridge, c = {CFG.coef:g}, layer {layer}: forget EM {best['forget']:
       f"({best['retain'] / unedited['retain']:.3f} of unedited), forget answered unknown {best['forget_share_unknown']:.3f} -> goal {'met' if meets else 'NOT met'}")
 goal = curve[(curve["forget"] <= 0.2) & (curve["retain_vs_unedited"] >= 0.9)]
 print("settings of the trade-off curve that meet the goal:", goal["label"].tolist() or "none")
+print(goal[["label", "forget", "retain", "retain_vs_unedited"]].round(3).to_string(index=False))
 c_goal = float(goal.sort_values(["forget", "retain"], ascending=[True, False]).iloc[0]["coef"]) if len(goal) else None
 
 # %% [markdown]
