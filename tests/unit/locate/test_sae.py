@@ -130,15 +130,15 @@ def test_clamp_rejects_bad_input(tiny_model):
 # --------------------------------------------------------------------------- feature selection
 
 
-def planted_sae(model, token: str, planted: int = 5, d_sae: int = 8, decoy: tuple[str, int] = ("w8", 2)) -> SparseAutoencoder:
+def planted_sae(model, token: str, planted: int = 5, d_sae: int = 8, decoy: tuple[str, int] = ("w8", 2), more: tuple[tuple[str, int], ...] = ()) -> SparseAutoencoder:
     """An SAE at ``hook_embed`` whose latent ``planted`` fires on ``token`` and on nothing else,
     latent ``decoy[1]`` likewise on ``decoy[0]``; the others are random directions with a large
-    bias (they fire on every token, forget and retain alike)."""
+    bias (they fire on every token, forget and retain alike); ``more`` plants further (word, latent)."""
     W_E = model.weight("embed.W_E").detach()
     gen = torch.Generator().manual_seed(0)
     W_enc = torch.randn(model.d_model, d_sae, generator=gen)
     b_enc = (W_E @ W_enc).abs().max(0).values + 1.0
-    for word, latent in ((token, planted), decoy):
+    for word, latent in ((token, planted), decoy, *more):
         tid = model.encode(word)[0]
         e = W_E[tid] / W_E[tid].norm()
         proj = W_E @ e
@@ -173,6 +173,32 @@ def test_feature_selection_picks_the_planted_feature(tiny_model):
         edited = capture(tiny_model, tokens, ["hook_embed"])["hook_embed"]
     changed = (edited != clean).any(-1)[0]
     assert changed.tolist() == [False, False, True, False, False]
+
+
+def test_per_subject_ranking_covers_every_subject(tiny_model):
+    """Subject A's two latents (w7, w6) fire in more forget prompts than subject B's (w9): the
+    global ranking spends its top two on A, the per-subject ranking takes each subject's best."""
+    sae = planted_sae(tiny_model, "w7", more=(("w6", 3), ("w9", 6)))
+    forget = tuple(Item(f"the w7 w6 is {w}", "w1", subject="A") for w in ("a", "w2", "w3", "of", "city", "year"))
+    forget += tuple(Item(f"the w9 is {w}", "w1", subject="B") for w in ("a", "w2"))
+    retain = tuple(Item(f"the w8 is {w}", "w1", subject="C") for w in ("a", "w2", "w3", "of"))
+    target = Target("two subjects", forget, retain)
+    tiny_model.attach("sae", "hook_embed", sae)
+    overall = SAEFeatureFrequency(hook="hook_embed", score="ratio").locate(tiny_model, target, progress=False)
+    assert {s.index[0] for s in overall.top(2).sites} == {5, 3}
+    sel = SAEFeatureFrequency(hook="hook_embed", score="ratio", per_subject=True).locate(tiny_model, target, progress=False)
+    assert len(sel) == len(overall) == 8
+    top = sel.top(2)
+    assert 6 in {s.index[0] for s in top.sites} and {s.index[0] for s in top.sites} & {5, 3}
+    assert sorted(top.to_frame()["subject"]) == ["A", "B"]
+    assert list(top.scores) == [1.0, 1.0]  # both are their subject's best: 1 / (1 + 0)
+    assert sel[2].extras["subject_rank"] == 1 and sel[2].score == pytest.approx(0.5)
+    assert sel.to_frame()["freq_forget"].notna().all()  # the overall frequencies travel along
+    with pytest.raises(ValueError, match="use data='prompts' or 'qa'"):
+        SAEFeatureFrequency(hook="hook_embed", per_subject=True, data="texts")
+    unnamed = Target("unnamed", tuple(Item(i.prompt, i.answer) for i in forget), retain)
+    with pytest.raises(ValueError, match="at least two named subjects"):
+        SAEFeatureFrequency(hook="hook_embed", per_subject=True).locate(tiny_model, unnamed, progress=False)
 
 
 def test_feature_frequencies_hand_counted(tiny_model):
