@@ -189,15 +189,16 @@ METHODS.add(
 
 def sae_clamp_edit(model: "Model", target: "Target", params: Mapping[str, Any], seed: int):
     """Conditional negative clamping of the SAE latents that fire more on forget than on retain data."""
-    from mechunlearn.locate.sae import SAETrainConfig, sae_clamp
+    from mechunlearn.locate.sae import SAEFeatureFrequency, SAETrainConfig, sae_clamp
 
     config = SAETrainConfig(hook=params["hook"], d_sae=params["d_sae"], k=params["k"], steps=params["steps"], seed=seed)
-    return sae_clamp(model, target, config=config, n_features=params["n_features"], value=params["value"], mode=params["mode"], progress=False)[0]
+    locator = SAEFeatureFrequency(hook=params["hook"], score="ratio", per_subject=params["per_subject"])
+    return sae_clamp(model, target, config=config, locator=locator, n_features=params["n_features"], value=params["value"], mode=params["mode"], progress=False)[0]
 
 
 METHODS.add(
     "sae_clamp",
-    Method(sae_clamp_edit, {"hook": "blocks.1.hook_resid_post", "d_sae": 4096, "k": 16, "steps": 2000, "n_features": 24, "value": 30.0, "mode": "clamp"},
+    Method(sae_clamp_edit, {"hook": "blocks.2.hook_resid_post", "d_sae": 4096, "k": 16, "steps": 2000, "per_subject": True, "n_features": 20, "value": 12.0, "mode": "clamp"},
            description="SAE features (SAELens) selected by forget/retain firing, clamped to -c where active"),
 )
 
