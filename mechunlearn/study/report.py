@@ -20,7 +20,7 @@ import pandas as pd
 
 from mechunlearn.core.result import atomic_write_text
 from mechunlearn.study.registry import METHODS, VERIFIERS
-from mechunlearn.study.store import RESULTS_FILE
+from mechunlearn.study.store import RESULTS_FILE, read_table
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def load_results(folder: str | Path, *, current: bool = True) -> pd.DataFrame:
     path = folder / RESULTS_FILE
     if not path.exists():
         raise FileNotFoundError(f"no {RESULTS_FILE} in {folder}; run the study first")
-    frame = pd.read_parquet(path)
+    frame = read_table(path)
     if current:
         frame = frame[frame["run_id"].isin(set(read_study_record(folder)["run_ids"]))]
     return frame.reset_index(drop=True)

@@ -7,6 +7,7 @@ earlier rows of the same ``run_id`` (a retried failure).
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from numbers import Number
@@ -21,13 +22,20 @@ log = logging.getLogger(__name__)
 RESULTS_FILE = "results.parquet"
 
 
+def read_table(path: str | Path) -> pd.DataFrame:
+    """The table in ``path``, read from one snapshot of its bytes. A running study replaces the
+    file after every run, and pyarrow opens a path more than once (footer, then pages), so a read
+    by path during a write can mix two versions ("Couldn't deserialize thrift")."""
+    return pd.read_parquet(io.BytesIO(Path(path).read_bytes()))
+
+
 class ResultStore:
     """The results table of one study folder."""
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
         self.path = self.folder / RESULTS_FILE
-        self._frame = pd.read_parquet(self.path) if self.path.exists() else pd.DataFrame()
+        self._frame = read_table(self.path) if self.path.exists() else pd.DataFrame()
 
     @property
     def frame(self) -> pd.DataFrame:

@@ -17,6 +17,7 @@ import pytest
 
 from mechunlearn.study import load_results, load_study, run_study
 from mechunlearn.study.browser import check_page
+from mechunlearn.study.store import read_table
 
 pytestmark = pytest.mark.slow
 
@@ -100,7 +101,7 @@ def test_ctrl_c_on_the_cli_keeps_finished_runs_and_resume_completes(tmp_path):
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 300  # a guard against hanging, not a measurement
-        while not ((out / "results.parquet").exists() and pd.read_parquet(out / "results.parquet")["run_id"].nunique() == 2):
+        while not ((out / "results.parquet").exists() and read_table(out / "results.parquet")["run_id"].nunique() == 2):
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "the first two runs never finished"
             time.sleep(0.2)
@@ -111,13 +112,13 @@ def test_ctrl_c_on_the_cli_keeps_finished_runs_and_resume_completes(tmp_path):
             proc.kill()
     assert proc.returncode == 130, stderr
     assert "interrupted: every finished run is saved" in stderr
-    table = pd.read_parquet(out / "results.parquet")
+    table = read_table(out / "results.parquet")
     assert set(table["method"]) == {"none", "ga"} and (table["status"] == "ok").all()
     release.touch()
     again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert "4 runs: 2 already done, 2 finished, 0 failed" in again.stdout
-    assert set(pd.read_parquet(out / "results.parquet")["method"]) == {"none", "ga", "test-wait", "npo"}
+    assert set(read_table(out / "results.parquet")["method"]) == {"none", "ga", "test-wait", "npo"}
 
 
 def test_localized_methods_and_the_evaluation_card_in_a_study(tmp_path):

@@ -186,3 +186,37 @@ def test_masked_builtin_methods_train_only_their_mask(tmp_path, method):
     assert located.iloc[0] == pytest.approx(0.05, abs=1e-3)
     lp = table[(table["metric"] == "answer_logprob") & (table["split"] == "forget")].set_index("method")["value"]
     assert lp[method] < lp["none"]
+
+
+def test_read_table_sees_whole_versions_while_a_writer_replaces_the_file(tmp_path):
+    """A study replaces results.parquet after every run; a reader polling it (a notebook, the
+    Ctrl-C test) must get one complete version each time, never a mix of two."""
+    import threading
+
+    from mechunlearn.core.result import atomic_write_bytes
+    from mechunlearn.study.store import read_table
+
+    path = tmp_path / "results.parquet"
+    sizes = [3000 + k for k in range(5)]
+
+    def write(n: int) -> None:
+        table = pd.DataFrame({"run_id": [f"r{j}" for j in range(n)], "value": [float(j) for j in range(n)]})
+        atomic_write_bytes(path, lambda tmp: table.to_parquet(tmp, index=False))
+
+    write(sizes[0])
+    done = threading.Event()
+
+    def writer() -> None:
+        i = 0
+        while not done.is_set():
+            write(sizes[i % len(sizes)])
+            i += 1
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        seen = [read_table(path)["run_id"].nunique() for _ in range(300)]
+    finally:
+        done.set()
+        thread.join()
+    assert set(seen) <= set(sizes) and len(set(seen)) > 1  # whole versions, and the file did change
