@@ -20,7 +20,8 @@
 #   at one site; latents that fire often on a forget person's prompts and rarely on retain prompts
 #   are selected, the best ones of every forget person first; wherever a selected latent is active
 #   it is clamped to −c and only the change Σ (f′ − f)·W_dec is added to the activation (the
-#   SAE's reconstruction error is kept). Zero-ablation of the same latents is the comparator the paper found ineffective.
+#   SAE's reconstruction error is kept). Zero-ablation of the same latents is the comparator the
+#   paper found ineffective.
 # * **CodeUnlearn** (Wu et al. 2024) on a codebook bottleneck (Tamkin et al. 2023): the activation is
 #   replaced by the mean of its top-k codes; codes chosen much more often on forget prompts than on
 #   retain prompts are disabled, zero-shot (no gradient step). Random codes of the same number are
