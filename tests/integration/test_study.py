@@ -98,7 +98,10 @@ def test_ctrl_c_on_the_cli_keeps_finished_runs_and_resume_completes(tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "mechunlearn.cli", "study", "run", str(study_file), "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A shell's background job (`make test &`) starts with SIGINT ignored and children inherit
+    # that; the CLI should see Ctrl-C as a terminal would deliver it.
+    default_sigint = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     try:
         deadline = time.monotonic() + 300  # a guard against hanging, not a measurement
         while not ((out / "results.parquet").exists() and read_table(out / "results.parquet")["run_id"].nunique() == 2):
