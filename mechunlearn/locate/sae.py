@@ -720,9 +720,10 @@ class SAEFeatureFrequency:
     every subject's best latent first, then every subject's second, and so on (score
     ``1 / (1 + rank)``, ties in order of the subject-level score). A ranking over the whole forget
     set spends its budget on the subjects with the most distinctive latents and leaves others
-    untouched; on bios-tiny (20 forget people, 4,096-latent SAE) the balanced ranking reached forget
-    0.23 at retain 0.89 with 20 latents, the global one 0.45 at 0.90 with 32. Needs ``prompts`` or
-    ``qa`` data (free texts carry no subject)."""
+    untouched; on bios-tiny (20 forget people, 4,096-latent SAE at ``blocks.2.hook_resid_post``)
+    20 balanced latents at c = 12 reached forget 0.18 at retain 0.91, 32 of the global ranking at
+    c = 10 forget 0.20 at retain 0.87. Needs ``prompts`` or ``qa`` data (free texts carry no
+    subject)."""
     max_items: int | None = 2000
     """Seeded subset of each split's items (``None``: all)."""
     seed: int = 0
@@ -748,29 +749,47 @@ class SAEFeatureFrequency:
             sae = model.dictionary("sae", self.hook)
         elif sae.hook != self.hook:
             raise ValueError(f"the SAE is attached at {sae.hook}, the localizer is set to {self.hook}")
-        forget = _texts_of(seeded_subset(target.forget, self.max_items, self.seed), target.forget_texts, self.data)
+        items = seeded_subset(target.forget, self.max_items, self.seed)
+        forget = _texts_of(items, target.forget_texts, self.data)
         retain = _texts_of(seeded_subset(target.retain, self.max_items, self.seed + 1) if target.retain else [], target.retain_texts, self.data)
         if not forget:
             raise ValueError(f"target {target.name!r} has no forget {self.data} to count latents on")
         if not retain:
             raise ValueError(f"target {target.name!r} has no retain {self.data} to count latents on; use data='prompts'")
-        ff = feature_frequencies(model, sae, forget, progress=progress)
+        subjects = list(dict.fromkeys(i.subject for i in items))
+        if self.per_subject and (len(subjects) < 2 or "" in subjects):
+            raise ValueError(f"per_subject needs forget items of at least two named subjects, got {subjects[:5]}")
         fr = feature_frequencies(model, sae, retain, progress=progress)
+        if self.per_subject:  # each subject's tokens once; the whole forget set's counts are their sum
+            per_frames = {
+                s: feature_frequencies(model, sae, _texts_of([i for i in items if i.subject == s], (), self.data), progress=False)
+                for s in tqdm(subjects, desc="latents per subject", leave=False, disable=not progress)
+            }
+            ff = pooled_frequencies(list(per_frames.values()))
+        else:
+            ff = feature_frequencies(model, sae, forget, progress=progress)
         meta = {"localizer": self.name, "config": asdict(self)}
         overall = frequency_selection(sae, ff, fr, score=self.score, retain_weight=self.retain_weight, eps=self.eps, meta=meta)
         if not self.per_subject:
             return overall
-        items = seeded_subset(target.forget, self.max_items, self.seed)
-        subjects = list(dict.fromkeys(i.subject for i in items))
-        if len(subjects) < 2 or "" in subjects:
-            raise ValueError(f"per_subject needs forget items of at least two named subjects, got {subjects[:5]}")
-        per = {
-            s: frequency_selection(sae, feature_frequencies(model, sae, _texts_of([i for i in items if i.subject == s], (), self.data), progress=False), fr,
-                                   score=self.score, retain_weight=self.retain_weight, eps=self.eps)
-            for s in tqdm(subjects, desc="latents per subject", leave=False, disable=not progress)
-        }
+        per = {s: frequency_selection(sae, f, fr, score=self.score, retain_weight=self.retain_weight, eps=self.eps) for s, f in per_frames.items()}
         return interleave_subjects(overall, per, meta={**meta, "subjects": subjects})
 
+
+def pooled_frequencies(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """The `feature_frequencies` of the union of several text sets, from their frames (token-weighted)."""
+    n = np.array([int(f["n_tokens"].iloc[0]) for f in frames], dtype=np.float64)
+    count = sum(f["freq"].to_numpy(np.float64) * k for f, k in zip(frames, n))
+    total = sum(f["mean_act"].to_numpy(np.float64) * k for f, k in zip(frames, n))
+    return pd.DataFrame(
+        {
+            "latent": frames[0]["latent"].to_numpy(),
+            "freq": count / n.sum(),
+            "mean_act": total / n.sum(),
+            "mean_when_active": total / np.maximum(np.rint(count), 1),
+            "n_tokens": int(n.sum()),
+        }
+    )
 
 def interleave_subjects(overall: Selection, per_subject: Mapping[str, Selection], meta: Mapping | None = None) -> Selection:
     """Re-rank ``overall``'s sites round-robin over the subjects' own rankings: a site's rank is its
@@ -1005,6 +1024,7 @@ __all__ = [
     "load_or_train_sae",
     "load_sae",
     "lm_loss",
+    "pooled_frequencies",
     "sae_clamp",
     "sae_quality",
     "site_activations",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import pandas as pd
 import pytest
 import torch
 
@@ -17,6 +18,7 @@ from mechunlearn.locate.sae import (
     clamp_delta,
     clamp_sweep,
     feature_frequencies,
+    pooled_frequencies,
     sae_quality,
     train_sae,
 )
@@ -206,6 +208,11 @@ def test_feature_frequencies_hand_counted(tiny_model):
     freq = feature_frequencies(tiny_model, sae, ["w7 w7 a", "a b"], progress=False)  # 'b' is <unk>
     assert freq.loc[5, "freq"] == pytest.approx(2 / 5)
     assert freq.loc[5, "mean_when_active"] > 0
+    # frequencies of a union from its parts' frames, as per_subject pools them
+    parts = [texts(3, seed=1), texts(5, seed=2, length=4)]
+    pooled = pooled_frequencies([feature_frequencies(tiny_model, sae, p, progress=False) for p in parts])
+    whole = feature_frequencies(tiny_model, sae, parts[0] + parts[1], progress=False)
+    pd.testing.assert_frame_equal(pooled, whole, check_dtype=False, rtol=1e-9)
 
 
 def test_locate_needs_an_attached_sae(tiny_model):
