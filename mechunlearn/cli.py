@@ -49,13 +49,24 @@ def _build(args: argparse.Namespace) -> int:
         return 0
     start = time.perf_counter()
     try:
-        bios_tiny.load(_recipe(args), retain_for=args.retain, rebuild=args.rebuild)
+        if args.write_reference:
+            folder, gates = bios_tiny.write_reference(_recipe(args), retain_for=args.retain)
+            _print_table(gates, f"{bios_tiny.model_id(args.retain)} gates (written to {folder} in {time.perf_counter() - start:.1f} s)")
+            return 0
+        model = bios_tiny.load(_recipe(args), retain_for=args.retain, rebuild=args.rebuild)
     except bios_tiny.GateError as err:
         _print_table(err.gates, "gates (FAILED, nothing saved)")
         print(str(err), file=sys.stderr)
         return 1
-    gates = bios_tiny.gates_of(_recipe(args), retain_for=args.retain)
-    _print_table(gates, f"{bios_tiny.model_id(args.retain)} gates (ready in {time.perf_counter() - start:.1f} s)")
+    gates = bios_tiny.gates_of(_recipe(args), retain_for=args.retain, source="build" if args.rebuild else "auto")
+    _print_table(gates, f"{bios_tiny.model_id(args.retain)} gates ({model.meta['source']}, ready in {time.perf_counter() - start:.1f} s)")
+    shipped = bios_tiny.reference_hash(_recipe(args), retain_for=args.retain)
+    if args.rebuild and shipped is not None:
+        same = "identical to" if shipped == model.meta["weights_hash"] else "different from"
+        print(
+            f"\nweights {model.meta['weights_hash'][:12]}… ({model.meta['precision']['autocast']}): {same} the shipped reference's "
+            f"{shipped[:12]}…. load_model() keeps using the shipped weights; pass source='build' for this build."
+        )
     return 0
 
 
@@ -163,7 +174,8 @@ def parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build-model", help="train and cache a built-in model (bios-tiny) or check that one loads")
     b.add_argument("name", help="bios-tiny, smollm2-135m, or a local Hugging Face model directory")
     b.add_argument("--retain", type=float, default=None, metavar="FRAC", help="build the retain model of this forget fraction (0.1, 0.05, 0.01): the same recipe without the forget people")
-    b.add_argument("--rebuild", action="store_true", help="retrain even if a cached build exists")
+    b.add_argument("--rebuild", action="store_true", help="train from the recipe and check the gates even where shipped reference weights or a cached build exist (load_model keeps using the shipped weights; source='build' loads this one)")
+    b.add_argument("--write-reference", action="store_true", help="(maintainers) train and write the shipped reference into mechunlearn/models/reference/")
     b.add_argument("--quick", action="store_true", help="use the small 40-person world (builds in about a minute; for trying things out and tests)")
     b.set_defaults(func=_build)
 

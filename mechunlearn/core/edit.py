@@ -167,17 +167,52 @@ class DeltaEdit(Edit):
     """Add ``deltas[name]`` (TL layout) to weights, only where ``mask`` selects (if given).
 
     The unlearning loop returns one of these, so a trained edit reverts like any other.
-    Only the masked entries are saved; outside the mask the weights are never written.
+    With a mask, a delta is either the weight's full TL-shaped tensor or the vector of its
+    masked entries (``view[mask]`` order: what masked unlearning stores, |mask| numbers), and
+    every delta needs a mask entry: outside the mask the weights are never written. Only the
+    changed entries are saved for the revert.
     """
 
     deltas: Mapping[str, Tensor]
-    """Per-weight deltas in TransformerLens layout."""
+    """Per-weight deltas in TransformerLens layout (or masked-entry vectors, see above)."""
     mask: "MaskSelection | None" = None
     """Entries allowed to change; ``None`` means the whole of each named weight."""
     label: str = "delta"
     """Name shown in reprs and tables (e.g. the unlearning method)."""
     meta: Mapping = field(default_factory=dict, compare=False)
     """Provenance (losses, steps, config) of whatever produced the delta."""
+
+    def __post_init__(self) -> None:
+        if self.mask is not None:
+            unmasked = [n for n in self.deltas if n not in self.mask.masks]
+            if unmasked:
+                raise ValueError(
+                    f"DeltaEdit has deltas for weights its mask does not cover: {unmasked[:4]}; "
+                    "with a mask, Δθ = 0 outside it (add them to the mask or drop their deltas)"
+                )
+
+    def _masked_values(self, name: str, keep: Tensor) -> Tensor:
+        """The delta at the masked entries of ``name``, whichever form it is stored in."""
+        delta = self.deltas[name]
+        if tuple(delta.shape) == tuple(keep.shape):
+            return delta.to(keep.device)[keep]
+        n = int(keep.sum())
+        if delta.dim() != 1 or delta.numel() != n:
+            raise ValueError(
+                f"delta for {name} has shape {tuple(delta.shape)}: give the weight's shape {tuple(keep.shape)} "
+                f"or the {n} masked entries"
+            )
+        return delta
+
+    def dense(self, name: str) -> Tensor:
+        """The delta of ``name`` as a full TL-shaped tensor (zero outside the mask)."""
+        keep = None if self.mask is None else self.mask.masks[name]
+        if keep is None:
+            return self.deltas[name]
+        values = self._masked_values(name, keep)
+        out = torch.zeros(keep.shape, dtype=values.dtype, device=values.device)
+        out[keep.to(values.device)] = values
+        return out
 
     def apply(self, model: "Model") -> EditHandle:
         if not self.deltas:
@@ -186,17 +221,19 @@ class DeltaEdit(Edit):
         try:
             for name, delta in self.deltas.items():
                 view = model.weight(name)
-                if delta.shape != view.shape:
+                keep = None if self.mask is None else self.mask.masks[name].to(view.device)
+                if keep is None and delta.shape != view.shape:
                     raise ValueError(f"delta for {name} has shape {tuple(delta.shape)}, weight is {tuple(view.shape)}")
-                keep = None if self.mask is None else self.mask.masks.get(name)
+                if keep is not None and keep.shape != view.shape:
+                    raise ValueError(f"mask of {name} has shape {tuple(keep.shape)}, weight is {tuple(view.shape)}")
                 with torch.no_grad():
                     if keep is None:
                         saved[name] = (None, view.detach().clone())
                         view.add_(delta.to(view))
                     else:
-                        keep = keep.to(view.device)
+                        values = self._masked_values(name, keep).to(view)
                         saved[name] = (keep, view[keep].detach().clone())
-                        view[keep] = view[keep] + delta.to(view)[keep]
+                        view[keep] = view[keep] + values
         except Exception:
             _restore(model, saved)
             raise
@@ -207,9 +244,10 @@ class DeltaEdit(Edit):
     def norms(self) -> dict[str, float]:
         """Frobenius norm of each (masked) delta."""
         out = {}
-        for name, d in self.deltas.items():
-            keep = None if self.mask is None else self.mask.masks.get(name)
-            out[name] = float((d if keep is None else d * keep).float().norm())
+        for name in self.deltas:
+            keep = None if self.mask is None else self.mask.masks[name]
+            values = self.deltas[name] if keep is None else self._masked_values(name, keep)
+            out[name] = float(values.float().norm())
         return out
 
     def __repr__(self) -> str:

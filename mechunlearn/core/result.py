@@ -26,15 +26,25 @@ def config_hash(config: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
-def git_hash() -> str | None:
-    """The package checkout's git commit, or ``None`` outside a git checkout."""
+def _git(*args: str, cwd: Path | None = None) -> str | None:
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=5
-        )
+        out = subprocess.run(["git", *args], cwd=cwd or Path(__file__).resolve().parent, capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    return out.stdout if out.returncode == 0 else None
+
+
+def git_hash() -> str | None:
+    """The package checkout's git commit, or ``None`` outside a git checkout."""
+    out = _git("rev-parse", "HEAD")
+    return out.strip() or None if out is not None else None
+
+
+def git_dirty(cwd: Path | None = None) -> bool | None:
+    """Whether the checkout (of this package, or ``cwd``) has uncommitted changes to tracked
+    files (``None`` outside git): a build from a modified tree is not the commit it names."""
+    out = _git("status", "--porcelain", "--untracked-files=no", cwd=cwd)
+    return None if out is None else bool(out.strip())
 
 
 def provenance(model_id: str | None = None, config: Any = None, **extra: Any) -> dict[str, Any]:
@@ -45,6 +55,7 @@ def provenance(model_id: str | None = None, config: Any = None, **extra: Any) ->
         "package": "mechunlearn",
         "version": __version__,
         "git": git_hash(),
+        "git_dirty": git_dirty(),
         "model_id": model_id,
         "config_hash": config_hash(config) if config is not None else None,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

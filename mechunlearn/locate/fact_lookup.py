@@ -232,8 +232,9 @@ def fact_lookup_unlearn(model: "Model", target: "Target", mask: MaskSelection | 
 def changed_parameters(model: "Model", edit: DeltaEdit) -> int:
     """Number of scalar weights a `DeltaEdit` changes (non-zero delta inside its mask)."""
     total = 0
-    for name, delta in edit.deltas.items():
-        keep = None if edit.mask is None else edit.mask.masks.get(name)
+    for name in edit.deltas:
+        delta = edit.dense(name)
+        keep = None if edit.mask is None else edit.mask.masks[name].to(delta.device)
         total += int(((delta != 0) if keep is None else (delta != 0) & keep).sum())
     return total
 

@@ -5,6 +5,15 @@ on the world's documents, checks the gates and only then saves it under
 ``$MECHUNLEARN_HOME/models/``. The *retain model* of a forget split is the same recipe trained
 without the forget people: the reference for exact unlearning.
 
+**Reference weights.** Training is not bitwise reproducible across CPUs (bfloat16 where the
+hardware has it, float32 elsewhere; different kernels), and the concept file, the README's
+figures and the notebooks' full-mode checks hold for one set of weights. So the weights of the
+default recipe (bios-tiny, its 10% / 5% / 1% retain models) and of the small test recipe
+(``small()``, its 10% retain model) are shipped in ``mechunlearn/models/reference/`` as
+safetensors with their gate tables and provenance. `load` uses a shipped copy whenever its
+recipe key matches (and says so in the log and in ``model.meta["source"]``); ``rebuild=True``
+(``mechunlearn build-model bios-tiny --rebuild``) trains from the recipe and checks the gates.
+
 Gates (greedy exact match): ≥ 0.98 on trained question templates, ≥ 0.90 on held-out templates,
 ``unknown`` on ≥ 0.95 of the questions about non-existent people.
 """
@@ -56,12 +65,14 @@ class BiosTinyRecipe:
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(
             steps=1500, lr=1e-3, weight_decay=0.01, betas=(0.9, 0.98), warmup=20, schedule="cosine", min_lr_ratio=0.1,
-            autocast="bfloat16",
+            autocast="auto",
         )
     )
-    """Optimiser settings of the one loop. Mixed precision (bfloat16 matmuls, float32 weights)
-    makes a step 2.4x cheaper on this machine, which pays for the 1500 steps the world needs
-    since it teaches reading from the context (1200 float32 steps: trained 0.959, unknown 0.946)."""
+    """Optimiser settings of the one loop. ``autocast="auto"`` trains in bfloat16 autocast where
+    the hardware runs it fast (2.4x cheaper steps on an AVX512-BF16 CPU, which pays for the 1500
+    steps the reading-from-context documents need) and in float32 elsewhere (the full build
+    passed its gates in float32 too, in 434 s on a CPU without bf16). The shipped reference
+    weights were trained in bfloat16 (their provenance says so)."""
     gate_trained: float = 0.98
     """Minimum exact match on trained question templates."""
     gate_heldout: float = 0.90
@@ -91,9 +102,8 @@ class GateError(RuntimeError):
 
 
 def _cache_dir(recipe: BiosTinyRecipe, retain_for: float | None) -> Path:
-    key = config_hash({"recipe": asdict(recipe), "retain_for": retain_for, "version": RECIPE_VERSION})
     suffix = "" if retain_for is None else f"-retain{round(retain_for * 100)}"
-    return home() / "models" / f"bios-tiny{suffix}-{key}"
+    return home() / "models" / f"bios-tiny{suffix}-{recipe_key(recipe, retain_for)}"
 
 
 def model_id(retain_for: float | None) -> str:
@@ -121,12 +131,15 @@ def _bridge_config(recipe: BiosTinyRecipe, d_vocab: int):
     )
 
 
-def _new_model(recipe: BiosTinyRecipe, tokenizer, mid: str, meta: dict) -> Model:
+def _new_model(recipe: BiosTinyRecipe, tokenizer, mid: str, meta: dict, *, device=None, dtype=None, state=None) -> Model:
     from transformer_lens.model_bridge import TransformerBridge
 
     # The tokenizer stays on our adapter: TransformerLens re-loads tokenizers by name, which an
     # in-memory word-level tokenizer does not have.
     bridge = TransformerBridge.boot_native(_bridge_config(recipe, len(tokenizer)), model_name=mid)
+    if state is not None:
+        bridge.original_model.load_state_dict(state)
+    bridge.to(device=device or "cpu", dtype=dtype or torch.float32)
     return Model(bridge, tokenizer, mid, prepend_bos=True, meta=meta)
 
 
@@ -163,16 +176,19 @@ def gate_table(model: Model, world: World, *, people: list[str] | None = None, b
     return pd.DataFrame(rows)
 
 
-def build(recipe: BiosTinyRecipe = BiosTinyRecipe(), *, retain_for: float | None = None, save: bool = True) -> tuple[Model, pd.DataFrame]:
-    """Train bios-tiny (or its retain model when ``retain_for`` is a forget fraction), check the
-    gates, save to the cache. Raises `GateError` (and saves nothing) when a gate fails."""
+def build(
+    recipe: BiosTinyRecipe = BiosTinyRecipe(), *, retain_for: float | None = None, save: bool | Path = True, device=None
+) -> tuple[Model, pd.DataFrame]:
+    """Train bios-tiny (or its retain model when ``retain_for`` is a forget fraction) on
+    ``device``, check the gates, save to the cache (or to the folder ``save`` names). Raises
+    `GateError` (and saves nothing) when a gate fails."""
     start = time.perf_counter()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     world = World(recipe.world)
     tokenizer = build_tokenizer(world)
     exclude = tuple(world.forget_people(retain_for)) if retain_for is not None else ()
     mid = model_id(retain_for)
-    model = _new_model(recipe, tokenizer, mid, {"world_config": recipe.world, "world": world.fingerprint(), "retain_for": retain_for})
+    model = _new_model(recipe, tokenizer, mid, {"world_config": recipe.world, "world": world.fingerprint(), "retain_for": retain_for, "source": "new build"}, device=device)
     docs = [[model.bos_token_id, *model.encode(d), model.eos_token_id] for d in world.training_texts(exclude=exclude)]
     tokens, attn = pad(docs, model.pad_token_id, recipe.n_ctx)
     lengths = attn.sum(-1).tolist()
@@ -183,7 +199,8 @@ def build(recipe: BiosTinyRecipe = BiosTinyRecipe(), *, retain_for: float | None
         width = max(lengths[i] for i in idx.tolist())
         return lm_nll(model, TokenBatch(tokens[idx, :width], attn[idx, :width]))
 
-    fit(model, loss, recipe.train, desc=f"build {mid}")
+    train_log = fit(model, loss, recipe.train, desc=f"build {mid}")
+    model.meta["precision"] = train_log.precision.record()
     trained_people = [p.name for p in world.people if p.name not in set(exclude)]
     gates = gate_table(model, world, people=trained_people)
     minimum = {"trained_templates": recipe.gate_trained, "heldout_templates": recipe.gate_heldout, "unknown_nonexistent": recipe.gate_unknown}
@@ -197,7 +214,7 @@ def build(recipe: BiosTinyRecipe = BiosTinyRecipe(), *, retain_for: float | None
         gates = pd.concat([gates, pd.DataFrame([{"gate": "forget_people_exact_match (info)", "exact_match": scored["exact_match"].mean(), "n_items": len(scored)}])], ignore_index=True)
     elapsed = time.perf_counter() - start
     gates.attrs["build_seconds"] = elapsed
-    log.info("built %s in %.1f s\n%s", mid, elapsed, gates.to_string(index=False))
+    log.info("built %s in %.1f s (%s)\n%s", mid, elapsed, train_log.precision.autocast, gates.to_string(index=False))
     failed = gates[gates["passed"] == False]  # noqa: E712 (NA rows are informational)
     if len(failed):
         raise GateError(
@@ -207,19 +224,72 @@ def build(recipe: BiosTinyRecipe = BiosTinyRecipe(), *, retain_for: float | None
         )
     model.meta["weights_hash"] = model.weights_hash()
     if save:
-        _save(model, recipe, retain_for, gates, elapsed)
+        _save(model, recipe, retain_for, gates, elapsed, model.meta["precision"], folder=save if isinstance(save, Path) else None)
     return model, gates
 
 
-def _save(model: Model, recipe: BiosTinyRecipe, retain_for: float | None, gates: pd.DataFrame, seconds: float) -> Path:
-    folder = _cache_dir(recipe, retain_for)
+REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
+"""Shipped reference builds, one folder each: weights.safetensors, gates.csv, provenance.json, tokenizer/."""
+
+SOURCES = ("auto", "reference", "build")
+"""Where `load` takes weights from: ``auto`` (shipped reference, else the cache, else a build),
+``reference`` (the shipped copy or an error), ``build`` (the local cache, built if missing)."""
+
+
+def reference_name(recipe: BiosTinyRecipe, retain_for: float | None) -> str:
+    """Folder name of a shipped reference: ``bios-tiny``, ``bios-tiny-retain10``, ``bios-tiny-small-retain10`` …"""
+    if recipe == BiosTinyRecipe():
+        kind = "bios-tiny"
+    elif recipe == BiosTinyRecipe().small():
+        kind = "bios-tiny-small"
+    else:
+        raise ValueError("only the default recipe and its small() variant are shipped as references")
+    return kind if retain_for is None else f"{kind}-retain{round(retain_for * 100)}"
+
+
+def write_reference(recipe: BiosTinyRecipe = BiosTinyRecipe(), *, retain_for: float | None = None, device=None) -> tuple[Path, pd.DataFrame]:
+    """Train from the recipe, check the gates and write the result into `REFERENCE_DIR` (for
+    maintainers: the shipped weights every user then analyses)."""
+    folder = REFERENCE_DIR / reference_name(recipe, retain_for)
+    _, gates = build(recipe, retain_for=retain_for, save=folder, device=device)
+    return folder, gates
+
+
+def recipe_key(recipe: BiosTinyRecipe, retain_for: float | None) -> str:
+    """The hash that names a build: recipe, forget split and recipe version."""
+    return config_hash({"recipe": asdict(recipe), "retain_for": retain_for, "version": RECIPE_VERSION})
+
+
+def reference_dir(recipe: BiosTinyRecipe = BiosTinyRecipe(), retain_for: float | None = None) -> Path | None:
+    """The shipped reference folder whose recipe key matches, or ``None``."""
+    key = recipe_key(recipe, retain_for)
+    for record in sorted(REFERENCE_DIR.glob("*/provenance.json")):
+        if json.loads(record.read_text()).get("recipe_key") == key:
+            return record.parent
+    return None
+
+
+def reference_hash(recipe: BiosTinyRecipe = BiosTinyRecipe(), retain_for: float | None = None) -> str | None:
+    """The weights hash of the shipped reference for this recipe, or ``None`` if none is shipped."""
+    folder = reference_dir(recipe, retain_for)
+    return None if folder is None else json.loads((folder / "provenance.json").read_text())["weights_hash"]
+
+
+def _save(model: Model, recipe: BiosTinyRecipe, retain_for: float | None, gates: pd.DataFrame, seconds: float, precision: dict, folder: Path | None = None) -> Path:
+    from safetensors.torch import save_file
+
+    folder = folder or _cache_dir(recipe, retain_for)
     folder.mkdir(parents=True, exist_ok=True)
     model.tokenizer.save_pretrained(folder / "tokenizer")
     atomic_write_text(folder / "gates.csv", gates.to_csv(index=False))
-    record = provenance(model.model_id, asdict(recipe), weights_hash=model.meta["weights_hash"], build_seconds=seconds, retain_for=retain_for)
+    record = provenance(
+        model.model_id, asdict(recipe), weights_hash=model.meta["weights_hash"], recipe_key=recipe_key(recipe, retain_for),
+        build_seconds=seconds, retain_for=retain_for, precision=precision, n_parameters=model.parameter_count(),
+    )
     atomic_write_text(folder / "provenance.json", json.dumps(record, indent=2, default=str))
     # weights last: their presence marks a complete build
-    atomic_write_bytes(folder / "weights.pt", lambda tmp: torch.save(model.bridge.original_model.state_dict(), tmp))
+    state = {k: v.detach().cpu().contiguous() for k, v in model.bridge.original_model.state_dict().items()}
+    atomic_write_bytes(folder / "weights.safetensors", lambda tmp: save_file(state, str(tmp), metadata={"weights_hash": model.meta["weights_hash"]}))
     return folder
 
 
@@ -237,28 +307,86 @@ def _build_lock(folder: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def load(recipe: BiosTinyRecipe = BiosTinyRecipe(), *, retain_for: float | None = None, rebuild: bool = False) -> Model:
-    """The cached bios-tiny (or retain model); built (minutes) on first use."""
+def _weights_file(folder: Path) -> Path | None:
+    for name in ("weights.safetensors", "weights.pt"):  # weights.pt: caches written before safetensors
+        if (folder / name).exists():
+            return folder / name
+    return None
+
+
+def _read(folder: Path, recipe: BiosTinyRecipe, retain_for: float | None, source: str, device, dtype) -> Model:
+    """A saved build (shipped or cached), its weights checked against the recorded hash."""
     from transformers import PreTrainedTokenizerFast
 
-    folder = _cache_dir(recipe, retain_for)
-    # One build per cache folder: other processes (notebooks, Ray workers) wait for it and load it.
-    with _build_lock(folder):
-        if rebuild or not (folder / "weights.pt").exists():
-            log.info("building %s (first use; cached in %s)", model_id(retain_for), folder)
-            model, _ = build(recipe, retain_for=retain_for)
-            return model
     tokenizer = PreTrainedTokenizerFast.from_pretrained(folder / "tokenizer")
     record = json.loads((folder / "provenance.json").read_text())
-    model = _new_model(recipe, tokenizer, model_id(retain_for), {"world_config": recipe.world, "retain_for": retain_for, "weights_hash": record["weights_hash"], "cache": str(folder)})
-    state = torch.load(folder / "weights.pt", map_location="cpu", weights_only=True)
-    model.bridge.original_model.load_state_dict(state)
+    path = _weights_file(folder)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    meta = {"world_config": recipe.world, "retain_for": retain_for, "weights_hash": record["weights_hash"], "cache": str(folder),
+            "source": source, "precision": record.get("precision")}
+    model = _new_model(recipe, tokenizer, model_id(retain_for), meta, device=device, dtype=dtype, state=state)
+    if dtype in (None, torch.float32):
+        found = model.weights_hash()
+        if found != record["weights_hash"]:
+            raise RuntimeError(
+                f"{path} holds weights with hash {found[:12]}…, not the {record['weights_hash'][:12]}… its provenance records: "
+                "the file is damaged or was replaced; restore it (git checkout) or rebuild with `mechunlearn build-model bios-tiny --rebuild`"
+            )
     return model
 
 
-def gates_of(recipe: BiosTinyRecipe = BiosTinyRecipe(), *, retain_for: float | None = None) -> pd.DataFrame:
-    """The gate table saved with a cached build."""
-    path = _cache_dir(recipe, retain_for) / "gates.csv"
+def load(
+    recipe: BiosTinyRecipe = BiosTinyRecipe(),
+    *,
+    retain_for: float | None = None,
+    rebuild: bool = False,
+    source: str = "auto",
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> Model:
+    """bios-tiny (or a retain model): the shipped reference weights where the recipe has them,
+    else the local build (trained, gated and cached on first use, minutes).
+
+    ``source`` is one of `SOURCES`; ``rebuild=True`` trains from the recipe again (the cached
+    build is replaced, the shipped copy never). ``device`` / ``dtype`` place the loaded weights
+    (default CPU, float32; a build trains on ``device``).
+    """
+    if source not in SOURCES:
+        raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
+    mid = model_id(retain_for)
+    reference = reference_dir(recipe, retain_for)
+    if not rebuild and source != "build" and reference is not None:
+        log.info("%s: shipped reference weights (%s)", mid, reference)
+        return _read(reference, recipe, retain_for, "shipped reference", device, dtype)
+    if source == "reference":
+        raise FileNotFoundError(
+            f"no shipped reference weights for this {mid} recipe (key {recipe_key(recipe, retain_for)}); shipped: "
+            f"{', '.join(sorted(p.name for p in REFERENCE_DIR.iterdir() if p.is_dir())) or 'none'}. Use source='auto' to build it"
+        )
+    folder = _cache_dir(recipe, retain_for)
+    # One build per cache folder: other processes (notebooks, Ray workers) wait for it and load it.
+    with _build_lock(folder):
+        if rebuild or _weights_file(folder) is None:
+            log.info("building %s (cached in %s)", mid, folder)
+            model, _ = build(recipe, retain_for=retain_for, device=device)
+            if reference is not None:
+                same = "identical to" if reference_hash(recipe, retain_for) == model.meta["weights_hash"] else "different from"
+                log.warning("%s rebuilt: weights %s the shipped reference's (the concept file and README figures are for the shipped ones)", mid, same)
+            return model if dtype is None else _read(folder, recipe, retain_for, "local build", device, dtype)
+    log.info("%s: local build (%s)", mid, folder)
+    return _read(folder, recipe, retain_for, "local build", device, dtype)
+
+
+def gates_of(recipe: BiosTinyRecipe = BiosTinyRecipe(), *, retain_for: float | None = None, source: str = "auto") -> pd.DataFrame:
+    """The gate table saved with a build: the shipped reference's where the recipe has one
+    (unless ``source="build"``), else the cached build's."""
+    reference = reference_dir(recipe, retain_for) if source != "build" else None
+    path = (reference or _cache_dir(recipe, retain_for)) / "gates.csv"
     if not path.exists():
         raise FileNotFoundError(f"{model_id(retain_for)} is not built yet; run `mechunlearn build-model bios-tiny`")
     return pd.read_csv(path)

@@ -22,7 +22,7 @@ import contextlib
 import hashlib
 import logging
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -244,20 +244,28 @@ class Model:
         return view[site.index] if site.index else view
 
     @torch.no_grad()
-    def set_weights(self, values: "dict[str, Tensor]") -> None:
-        """Copy each tensor into the weight (or slice) it names, in place."""
+    def set_weights(self, values: "dict[str, Tensor]", masks: "Mapping[str, Tensor] | None" = None) -> None:
+        """Copy each tensor into the weight (or slice) it names, in place; with ``masks``, each
+        value is the vector of that weight's masked entries (``view[mask]`` order)."""
         for name, value in values.items():
-            self.weight(name).copy_(value)
+            view = self.weight(name)
+            if masks is None:
+                view.copy_(value)
+            else:
+                view[masks[name].to(view.device)] = value.to(view)
 
     @contextlib.contextmanager
-    def restoring(self, names: Sequence[str]) -> Iterator[dict[str, Tensor]]:
-        """Snapshot the named weights and put them back bit for bit on exit, errors included;
-        yields the snapshot (name -> cloned tensor)."""
-        saved = {n: self.weight(n).detach().clone() for n in names}
+    def restoring(self, names: Sequence[str], masks: "Mapping[str, Tensor] | None" = None) -> Iterator[dict[str, Tensor]]:
+        """Snapshot the named weights (only their ``masks`` entries, if given) and put them back
+        bit for bit on exit, errors included; yields the snapshot (name -> cloned tensor)."""
+        if masks is None:
+            saved = {n: self.weight(n).detach().clone() for n in names}
+        else:
+            saved = {n: self.weight(n).detach()[masks[n].to(self.device)].clone() for n in names}
         try:
             yield saved
         finally:
-            self.set_weights(saved)
+            self.set_weights(saved, masks)
 
     def parameter_count(self, names: Sequence[str] | None = None) -> int:
         """Number of scalar weights in ``names`` (default: all, tied counted once)."""

@@ -19,6 +19,7 @@ import torch
 
 from mechunlearn.core.edit import DeltaEdit
 from mechunlearn.models.text import answer_nll, encode_qa, qa_batches
+from mechunlearn.models.precision import resolve as resolve_precision
 from mechunlearn.unlearn.loop import TrainConfig, fit
 from mechunlearn.unlearn.losses import RMU, LossContext, make_loss, rmu_weights
 
@@ -58,16 +59,19 @@ class UnlearnConfig:
     """How often the early-stopping criterion is evaluated."""
     seed: int = 0
     """Seed of batch sampling and of the loop."""
+    autocast: str | None = "auto"
+    """Precision of the training forward passes (``auto``, ``bfloat16``, ``float32``; see
+    `TrainConfig.autocast`); NPO's reference NLLs are computed in the same precision."""
 
     def train_config(self) -> TrainConfig:
-        return TrainConfig(steps=self.steps, lr=self.lr, weight_decay=self.weight_decay, seed=self.seed)
+        return TrainConfig(steps=self.steps, lr=self.lr, weight_decay=self.weight_decay, seed=self.seed, autocast=self.autocast)
 
 
 @contextmanager
-def _originals(model: "Model", originals: dict[str, torch.Tensor]):
+def _originals(model: "Model", originals: dict[str, torch.Tensor], masks=None):
     """Temporarily put the original values back into the trained weights (the frozen reference)."""
-    with model.restoring(list(originals)):
-        model.set_weights(originals)
+    with model.restoring(list(originals), masks):
+        model.set_weights(originals, masks)
         yield
 
 
@@ -116,18 +120,14 @@ def unlearn(
     forget, retain = training_items(target, config.data)
     if not forget:
         raise ValueError(f"target {target.name!r} has no forget {config.data} to train on")
-    if isinstance(loss, RMU) and config.weights == UnlearnConfig.weights:
-        names = rmu_weights(loss.layer)
-    elif mask is not None:
-        names = mask.names
-    elif isinstance(config.weights, str):
-        names = model.weight_names(config.weights)
-    else:
-        names = list(config.weights)
-    with model.restoring(names) as originals:
-        ctx = LossContext(reference=lambda: _originals(model, originals))
+    names = _trained_weights(model, config, loss, mask)
+    masks = {n: mask.masks[n] for n in names} if mask is not None else None
+    with model.restoring(names, masks) as originals:
+        ctx = LossContext(reference=lambda: _originals(model, originals, masks))
+        precision = resolve_precision(config.autocast, model.device)
         if loss.needs_ref:
-            ref = reference_nll(model, forget)
+            with precision.context():
+                ref = reference_nll(model, forget)
             ctx.ref_nll = lambda idx: ref[idx]
         gen = torch.Generator().manual_seed(config.seed)
 
@@ -144,6 +144,30 @@ def unlearn(
         if config.stop_forget_em is not None:
             stop = lambda step: forget_exact_match(model, forget) <= config.stop_forget_em  # noqa: E731
         train_log = fit(model, step_loss, config.train_config(), weights=names, mask=mask, stop=stop, stop_every=config.stop_every, desc=f"unlearn {config.loss}")
-        deltas = {n: (model.weight(n).detach() - originals[n]) for n in names}
-    meta = {"config": config, "steps": train_log.steps, "stopped_early": train_log.stopped_early, "losses": train_log.losses}
+        if masks is None:
+            deltas = {n: (model.weight(n).detach() - originals[n]) for n in names}
+        else:  # only the masked entries: a 1% mask keeps 1% of the weights' size
+            deltas = {n: (model.weight(n).detach()[masks[n].to(model.device)] - originals[n]) for n in names}
+    meta = {"config": config, "steps": train_log.steps, "stopped_early": train_log.stopped_early, "losses": train_log.losses,
+            "precision": train_log.precision.record()}
+    if mask is not None and set(deltas) != set(mask.names):
+        mask = mask.where(lambda n: n in deltas)
     return DeltaEdit(deltas, mask, label=config.loss, meta=meta)
+
+
+def _trained_weights(model: "Model", config: UnlearnConfig, loss, mask: "MaskSelection | None") -> list[str]:
+    """The weights the loss trains. With a mask, the mask decides (Δθ = 0 outside it, for every
+    loss); explicit ``config.weights`` then narrow it further."""
+    if mask is not None:
+        if config.weights == UnlearnConfig.weights:
+            return list(mask.names)
+        wanted = set(model.weight_names(config.weights) if isinstance(config.weights, str) else config.weights)
+        names = [n for n in mask.names if n in wanted]
+        if not names:
+            raise ValueError(f"the mask covers none of the weights {config.weights!r}; drop `weights` or use a mask over them")
+        return names
+    if isinstance(loss, RMU) and config.weights == UnlearnConfig.weights:
+        return rmu_weights(loss.layer)
+    if isinstance(config.weights, str):
+        return model.weight_names(config.weights)
+    return list(config.weights)

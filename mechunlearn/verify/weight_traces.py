@@ -151,7 +151,7 @@ def weight_traces(
         names = list(edit.deltas)
         weights = {n: model.weight(n).detach() for n in names}
         masks = None if edit.mask is None else {n: m for n, m in edit.mask.masks.items() if n in edit.deltas}
-        frame = delta_traces(weights, edit.deltas, masks=masks, spectrum=spectrum, n_singular=n_singular)
+        frame = delta_traces(weights, {n: edit.dense(n) for n in names}, masks=masks, spectrum=spectrum, n_singular=n_singular)
         label = edit.label
     else:
         after_w = {n: after.weight(n).detach() for n in model.weight_names()} if hasattr(after, "weight_names") else dict(after)

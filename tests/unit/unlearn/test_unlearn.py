@@ -58,13 +58,54 @@ def test_mask_keeps_delta_exactly_zero_outside_with_decay_and_momentum(tiny_mode
     cfg = UnlearnConfig(loss="graddiff", steps=12, lr=1e-2, weight_decay=0.5, stop_forget_em=None, batch_size=4)
     edit = unlearn(m, TARGET, cfg, mask=mask)
     for n in names:
-        delta = edit.deltas[n]
+        delta = edit.dense(n)
         assert torch.count_nonzero(delta[~mask.masks[n]]) == 0, n
         assert torch.count_nonzero(delta[mask.masks[n]]) > 0, n
     before = {n: m.weight(n).clone() for n in names}
     with edit.applied(m):
         for n in names:
             assert torch.equal(m.weight(n)[~mask.masks[n]], before[n][~mask.masks[n]])
+
+
+@pytest.mark.parametrize("loss, weights", [("rmu", UnlearnConfig.weights), ("graddiff", "mlp")])
+def test_a_mask_bounds_every_loss_even_with_wider_weights(tiny_model, loss, weights):
+    """Δθ = 0 outside the mask for every loss: RMU's default layers and a `weights` family wider
+    than the mask train only the mask's entries (the leak: RMU changed all of blocks.0's W_out)."""
+    m = tiny_model
+    name = "blocks.1.mlp.W_out"
+    mask = MaskSelection({name: torch.rand(m.weight(name).shape, generator=torch.Generator().manual_seed(1))}).frac(0.1)
+    before = {n: m.weight(n).clone() for n in m.weight_names()}
+    options = {"layer": 1, "alpha": 1.0} if loss == "rmu" else {}
+    cfg = UnlearnConfig(loss=loss, loss_options=options, weights=weights, steps=8, lr=1e-2, weight_decay=0.1, stop_forget_em=None, batch_size=4)
+    edit = unlearn(m, TARGET, cfg, mask=mask)
+    assert set(edit.deltas) == {name}
+    assert edit.deltas[name].shape == (len(mask),)  # only the masked entries are stored
+    with edit.applied(m):
+        changed = {n for n in before if not torch.equal(m.weight(n), before[n])}
+        assert changed == {name}
+        outside = ~mask.masks[name]
+        assert torch.equal(m.weight(name)[outside], before[name][outside])
+        assert torch.count_nonzero(m.weight(name)[mask.masks[name]] - before[name][mask.masks[name]]) > 0
+
+
+def test_masked_training_keeps_optimiser_state_at_the_mask_size(tiny_model, monkeypatch):
+    m = tiny_model
+    name = "blocks.0.mlp.W_in"
+    mask = MaskSelection({name: torch.rand(m.weight(name).shape, generator=torch.Generator().manual_seed(2))}).top(50)
+    optimisers = []
+    real = torch.optim.AdamW
+
+    def spy(params, **kwargs):
+        opt = real(params, **kwargs)
+        optimisers.append(opt)
+        return opt
+
+    monkeypatch.setattr(torch.optim, "AdamW", spy)
+    fit(m, lambda step: m.forward(torch.tensor([[1, 2, 3]])).logsumexp(-1).mean(), TrainConfig(steps=2, lr=1e-2, autocast="float32"), mask=mask)
+    (opt,) = optimisers
+    sizes = [t.numel() for state in opt.state.values() for k, t in state.items() if k in ("exp_avg", "exp_avg_sq")]
+    assert sizes == [50, 50]
+    assert m.weight_spec(name).param.grad is None  # no dense gradient is kept
 
 
 def test_early_stopping_on_forget_criterion(tiny_model):
@@ -106,9 +147,11 @@ def test_bfloat16_autocast_runs_the_forward_in_bf16_and_keeps_float32_weights(ti
     with pytest.raises(ValueError, match="autocast"):
         TrainConfig(autocast="fp16")
     before = m.weight("blocks.0.mlp.W_in").clone()
-    fit(m, loss, TrainConfig(steps=2, lr=1e-3, autocast="bfloat16"), weights=["blocks.0.mlp.W_in"])
-    fit(m, loss, TrainConfig(steps=1, lr=1e-3), weights=["blocks.0.mlp.W_in"])
+    bf16 = fit(m, loss, TrainConfig(steps=2, lr=1e-3, autocast="bfloat16"), weights=["blocks.0.mlp.W_in"])
+    fp32 = fit(m, loss, TrainConfig(steps=1, lr=1e-3, autocast="float32"), weights=["blocks.0.mlp.W_in"])
     assert seen == [torch.bfloat16, torch.bfloat16, torch.float32]
+    assert (bf16.precision.autocast, fp32.precision.autocast) == ("bfloat16", "float32")
+    assert bf16.precision.reason == "explicit setting"
     assert m.weight("blocks.0.mlp.W_in").dtype == torch.float32
     assert not torch.equal(m.weight("blocks.0.mlp.W_in"), before)
     with torch.no_grad():
