@@ -368,9 +368,10 @@ class MaskSelection:
 
 def _top_mask(scores: Tensor, mask: Tensor, k: int) -> Tensor:
     """Boolean mask of the ``k`` highest scores among ``mask``-selected entries (exact count)."""
+    mask = mask.to(scores.device)
     flat = torch.where(mask, scores.float(), -torch.inf).reshape(-1)
     k = min(k, int(mask.sum()))
-    out = torch.zeros(flat.numel(), dtype=torch.bool)
+    out = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
     if k > 0:
         out[torch.topk(flat, k, sorted=False).indices] = True
     return out.view(scores.shape)

@@ -172,11 +172,13 @@ class Codebook(torch.nn.Module):
             idx = self.select(x, disabled)
             out = self.codes[idx].mean(-2)
         elif mode == "zero":
+            # the disabled codes' share of the mean is zeroed, not handed to the others:
+            # (sum of the enabled chosen codes) / k, so the output shrinks where they fired
             idx = self.select(x)
             keep = torch.ones(idx.shape, dtype=self.codes.dtype, device=idx.device)
             if disabled is not None:
                 keep = (~disabled.to(idx.device)[idx]).to(self.codes.dtype)
-            out = (self.codes[idx] * keep[..., None]).sum(-2) / keep.sum(-1, keepdim=True).clamp_min(1)
+            out = (self.codes[idx] * keep[..., None]).sum(-2) / self.k
         else:
             raise ValueError(f"mode must be 'mask' or 'zero', got {mode!r}")
         out = out.to(x.dtype)
@@ -196,7 +198,7 @@ class Codebook(torch.nn.Module):
 
     @classmethod
     def load(cls, path: str | Path, model: "Model | None" = None) -> "Codebook":
-        """Load a folder written by `save` (checked against ``model`` when given)."""
+        """Load a folder written by `save` (checked against ``model`` and put on its device when given)."""
         path = Path(path)
         if not (path / _META_FILE).exists():
             raise FileNotFoundError(f"{path} holds no codebook ({_META_FILE} missing); train one with train_codebook(..., out_dir=...)")
@@ -205,7 +207,7 @@ class Codebook(torch.nn.Module):
             raise ValueError(f"{path}: codebook format is not {_FORMAT}; retrain it")
         hook, k = record.pop("hook"), record.pop("k")
         state = torch.load(path / _WEIGHTS_FILE, map_location="cpu", weights_only=True)
-        cb = cls(state["codes"], k, hook, record)
+        cb = cls(state["codes"].to(model.device if model is not None else "cpu"), k, hook, record)
         cb.codes.requires_grad_(False)
         if model is not None:
             cb.check_model(model)
@@ -255,7 +257,7 @@ def train_codebook(
     scale = float(acts.pow(2).sum(-1).mean())
     opt = torch.optim.Adam(cb.parameters(), lr=config.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.steps, eta_min=config.lr / 10)
-    used = torch.zeros(config.n_codes, dtype=torch.bool)
+    used = torch.zeros(config.n_codes, dtype=torch.bool, device=acts.device)
     rows = _token_rows(model, texts, skip_bos=False) if config.objective == "joint" else None
     text_batch = max(1, config.batch_size // 16)
     log_rows = []
@@ -396,7 +398,7 @@ class CodebookEdit(Edit):
 
     @property
     def disabled_mask(self) -> Tensor:
-        mask = torch.zeros(self.codebook.n_latents, dtype=torch.bool)
+        mask = torch.zeros(self.codebook.n_latents, dtype=torch.bool, device=self.codebook.codes.device)
         if self.disabled:
             mask[list(self.disabled)] = True
         return mask
@@ -436,11 +438,12 @@ def random_codes(codebook: Codebook, n: int, *, among: Sequence[int] | None = No
 def code_frequencies(model: "Model", codebook: Codebook, texts: Sequence[str], *, batch_size: int = 64, progress: bool = True) -> pd.DataFrame:
     """Per code: ``freq`` (share of non-BOS tokens where it is among the chosen k) and ``count``."""
     acts = site_activations(model, codebook.hook, texts, skip_bos=codebook.skip_bos, batch_size=batch_size, progress=progress)
-    count = torch.zeros(codebook.n_latents, dtype=torch.float64)
+    count = torch.zeros(codebook.n_latents, dtype=torch.float64, device=acts.device)
     for start in range(0, acts.shape[0], 4096):
         idx = codebook.select(acts[start : start + 4096])
         count += torch.bincount(idx.flatten(), minlength=codebook.n_latents).double()
     n = acts.shape[0]
+    count = count.cpu()
     return pd.DataFrame({"latent": np.arange(codebook.n_latents), "count": count.numpy().astype(np.int64), "freq": (count / n).numpy(), "n_tokens": n})
 
 
@@ -450,7 +453,7 @@ def codebook_quality(model: "Model", codebook: Codebook, texts: Sequence[str], *
     once; ``dead_fraction`` = 1 − usage), and the LM loss with the codebook inserted."""
     codebook.check_model(model)
     acts = site_activations(model, codebook.hook, texts, skip_bos=codebook.skip_bos, batch_size=batch_size, progress=progress)
-    sq_err, used = 0.0, torch.zeros(codebook.n_latents, dtype=torch.bool)
+    sq_err, used = 0.0, torch.zeros(codebook.n_latents, dtype=torch.bool, device=acts.device)
     for start in range(0, acts.shape[0], 4096):
         x = acts[start : start + 4096]
         sq_err += float((codebook(x) - x).double().pow(2).sum())

@@ -55,6 +55,7 @@ from mechunlearn.core.result import Result, provenance
 from mechunlearn.core.selection import MaskSelection, Selection
 from mechunlearn.core.site import Site
 from mechunlearn.locate.registry import LOCALIZERS
+from mechunlearn.models.text import reference_ids  # noqa: F401 (part of this module's API)
 
 if TYPE_CHECKING:
     from mechunlearn.models.model import Model
@@ -295,7 +296,8 @@ def score_top_ids(
     sum (all of the first ``min(k, |R|)`` ranks hit). ``overlap``: hits / ``min(k, |R|)``.
     """
     k = ids.shape[-1]
-    w = rank_weights(k, scoring)
+    ref = ref.to(ids.device)
+    w = rank_weights(k, scoring).to(ids.device)
     member = ref[:, ids]  # [concept, n, k], 1 where the token at that rank is a reference token
     hits = member.sum(-1)
     sizes = ref.sum(-1).clamp(max=k).long()
@@ -321,7 +323,7 @@ def scan(model: "Model", references: Mapping[str, Sequence[int]], config: ScanCo
     w_u = unembedding(model, final_norm=config.final_norm).float()
     d_vocab = w_u.shape[1]
     k = _check_k(config.k, d_vocab)
-    ref = reference_matrix(references, d_vocab)
+    ref = reference_matrix(references, d_vocab).to(w_u.device)
     vectors = value_vectors(model, layers).float()
     n_layers, d_mlp, _ = vectors.shape
     flat = vectors.reshape(n_layers * d_mlp, -1)
@@ -334,25 +336,26 @@ def scan(model: "Model", references: Mapping[str, Sequence[int]], config: ScanCo
     bottom_ids = torch.empty(n, n_top, dtype=torch.int32) if config.signs == "both" else None
     chunk = config.chunk_size
     # one output buffer for every chunk: a fresh 400 MB result per chunk costs its page faults
-    # (the product runs at 167 instead of 187 GFLOP/s on smollm2's shapes here)
-    buffer = torch.empty(min(chunk, n), d_vocab)
+    # (the product runs at 167 instead of 187 GFLOP/s on smollm2's shapes here). The products
+    # run on the model's device; only the small per-vector results come back to the CPU.
+    buffer = torch.empty(min(chunk, n), d_vocab, device=w_u.device)
     with torch.no_grad():
         for start in tqdm(range(0, n, chunk), desc="scan value vectors", leave=False, disable=not progress):
             stop = min(start + chunk, n)
             logits = torch.matmul(flat[start:stop], w_u, out=buffer[: stop - start])  # the one full-vocabulary projection of these rows
             ids = logits.topk(k, dim=-1).indices
-            top_ids[start:stop] = ids[:, :n_top]
+            top_ids[start:stop] = ids[:, :n_top].cpu()
             s, h = score_top_ids(ids, ref, config.scoring)
             if bottom_ids is not None:
                 low = logits.topk(k, dim=-1, largest=False).indices
-                bottom_ids[start:stop] = low[:, :n_top]
+                bottom_ids[start:stop] = low[:, :n_top].cpu()
                 s_neg, h_neg = score_top_ids(low, ref, config.scoring)
                 neg = s_neg > s
                 s = torch.where(neg, s_neg, s)
                 h = torch.where(neg, h_neg, h)
-                signs[:, start:stop] = torch.where(neg, -1, 1).to(torch.int8)
-            scores[:, start:stop] = s
-            hits[:, start:stop] = h
+                signs[:, start:stop] = torch.where(neg, -1, 1).to(torch.int8).cpu()
+            scores[:, start:stop] = s.cpu()
+            hits[:, start:stop] = h.cpu()
     vocab = vocabulary(model)
     shape = (n_c, n_layers, d_mlp)
     return ConceptScan(
@@ -377,31 +380,6 @@ def vocabulary(model: "Model") -> tuple[str, ...]:
     n = min(len(tok), d_vocab)
     names = tok.batch_decode([[i] for i in range(n)])
     return tuple(names) + tuple(f"<{i}>" for i in range(n, d_vocab))
-
-
-def reference_ids(model: "Model", words: Sequence[str]) -> list[int]:
-    """Single-token ids of the reference words, in the usual surface forms.
-
-    Each word is tried as ``"word"``, ``" word"``, ``"Word"``, ``" Word"`` and lower case; forms
-    that the tokenizer splits into several tokens are skipped (their first piece is usually a
-    generic fragment), and so are special tokens (``<unk>``). Raises if no word has a
-    single-token form.
-    """
-    special = set(getattr(model.tokenizer, "all_special_ids", ()) or ())
-    ids: list[int] = []
-    for word in words:
-        word = word.strip()
-        if not word:
-            continue
-        forms = dict.fromkeys([word, " " + word, word[:1].upper() + word[1:], " " + word[:1].upper() + word[1:], word.lower(), " " + word.lower()])
-        for form in forms:
-            enc = model.encode(form)
-            # an unknown word may encode to the single <unk> token: never a reference token
-            if len(enc) == 1 and enc[0] not in ids and enc[0] not in special:
-                ids.append(enc[0])
-    if not ids:
-        raise ValueError(f"none of the reference words {list(words)[:6]} is a single token for {model.model_id}; add shorter words")
-    return ids
 
 
 @LOCALIZERS.register("concept_vectors")

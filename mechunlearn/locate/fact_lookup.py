@@ -190,7 +190,7 @@ def mlp_weight_names(model: "Model", layers: Sequence[int]) -> list[str]:
 def mlp_mask(model: "Model", layers: Sequence[int], *, label: str = "fact_lookup") -> MaskSelection:
     """`MaskSelection` selecting every entry of the given layers' MLP weights."""
     names = mlp_weight_names(model, layers)
-    return MaskSelection({n: torch.ones(model.weight(n).shape) for n in names}, meta={"layers": list(layers), "label": label})
+    return MaskSelection({n: torch.ones(model.weight(n).shape, device=model.device) for n in names}, meta={"layers": list(layers), "label": label})
 
 
 def random_layer_mask(model: "Model", n_layers: int, *, exclude: Sequence[int] = (), seed: int = 0) -> MaskSelection:

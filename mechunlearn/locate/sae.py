@@ -203,7 +203,7 @@ class SparseAutoencoder(torch.nn.Module):
 
     @classmethod
     def load(cls, path: str | Path, model: "Model | None" = None) -> "SparseAutoencoder":
-        """Load a folder written by `save` (checked against ``model`` when given)."""
+        """Load a folder written by `save` (checked against ``model`` and put on its device when given)."""
         from sae_lens import SAE
 
         path = Path(path)
@@ -215,7 +215,7 @@ class SparseAutoencoder(torch.nn.Module):
             raise ValueError(f"{path}: SAE format {record.get('format')} is not {_FORMAT}; retrain it")
         hook = record.pop("hook")
         record.pop("format")
-        sae = cls(SAE.load_from_disk(path, device="cpu"), hook, record)
+        sae = cls(SAE.load_from_disk(path, device=str(model.device) if model is not None else "cpu"), hook, record)
         if model is not None:
             sae.check_model(model)
         return sae
@@ -326,9 +326,10 @@ def site_activations(
     for b in tqdm(range(n_batches), desc=f"activations {hook}", leave=False, disable=not progress or n_batches < 4):
         ids = order[b * batch_size : (b + 1) * batch_size]
         tokens, mask = pad([rows[i] for i in ids], model.pad_token_id, model.n_ctx)
-        act = capture(model, tokens, [hook])[hook].float().cpu()
+        act = capture(model, tokens, [hook])[hook].float()
         if drop_first:
             mask[:, 0] = False
+        mask = mask.to(act.device)
         for j, i in enumerate(ids):
             pieces[i] = act[j][mask[j]]
     out = [pieces[i] for i in range(len(rows))]
@@ -350,7 +351,7 @@ def _batches(acts: Tensor, batch_size: int, gen: torch.Generator) -> Iterator[Te
             yield acts[order[start : start + batch_size]]
 
 
-def _training_sae(config: SAETrainConfig, d_in: int, model_id: str):
+def _training_sae(config: SAETrainConfig, d_in: int, model_id: str, device: str):
     from sae_lens import StandardTrainingSAE, StandardTrainingSAEConfig, TopKTrainingSAE, TopKTrainingSAEConfig
     from sae_lens.saes.sae import SAEMetadata
 
@@ -358,7 +359,7 @@ def _training_sae(config: SAETrainConfig, d_in: int, model_id: str):
         d_in=d_in,
         d_sae=config.d_sae,
         dtype="float32",
-        device="cpu",
+        device=device,
         apply_b_dec_to_input=True,
         normalize_activations="expected_average_only_in" if config.normalize else "none",
         metadata=SAEMetadata(model_name=model_id, hook_name=config.hook),
@@ -396,7 +397,7 @@ def train_sae_on_activations(
         lr_scheduler_name="cosineannealing",
         lr_warm_up_steps=min(50, config.steps // 10),
         lr_decay_steps=0,
-        device="cpu",
+        device=str(acts.device),
         dead_feature_window=config.dead_feature_window,
         feature_sampling_window=max(config.steps, 1),
         n_checkpoints=0,
@@ -406,7 +407,7 @@ def train_sae_on_activations(
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        sae = _training_sae(config, acts.shape[1], model_id)
+        sae = _training_sae(config, acts.shape[1], model_id, str(acts.device))
     provider = _batches(acts, config.batch_size, torch.Generator().manual_seed(config.seed))
     trainer = SAETrainer(trainer_cfg, sae, provider)
     if config.normalize:
@@ -431,7 +432,7 @@ def train_sae_on_activations(
     trainer.set_final_sae_metadata()
     with tempfile.TemporaryDirectory(prefix="mechunlearn-sae-") as tmp:
         sae.save_inference_model(tmp)
-        inference = SAE.load_from_disk(tmp, device="cpu")
+        inference = SAE.load_from_disk(tmp, device=str(acts.device))
     meta = {"model_id": model_id, "config": asdict(config), "n_train_tokens": int(acts.shape[0]), "dead_latents_at_end": int(trainer.dead_neurons.sum())}
     return SparseAutoencoder(inference, config.hook, meta), pd.DataFrame(log_rows)
 
@@ -597,7 +598,7 @@ def sae_quality(
     of the ablation's loss increase that the SAE recovers. BOS tokens are left out throughout."""
     sae.check_model(model)
     acts = site_activations(model, sae.hook, texts, skip_bos=sae.skip_bos, batch_size=batch_size, progress=progress)
-    sq_err, fired, l0_sum = 0.0, torch.zeros(sae.n_latents, dtype=torch.bool), 0.0
+    sq_err, fired, l0_sum = 0.0, torch.zeros(sae.n_latents, dtype=torch.bool, device=acts.device), 0.0
     for start in range(0, acts.shape[0], 4096):
         x = acts[start : start + 4096]
         f = sae.encode(x)
@@ -640,13 +641,14 @@ def feature_frequencies(
     """Per latent: ``freq`` (share of tokens where it fires, ``f > 0``), ``mean_act`` (mean
     activation over all tokens) and ``mean_when_active`` — over every non-BOS token of ``texts``."""
     acts = site_activations(model, sae.hook, texts, skip_bos=sae.skip_bos, batch_size=batch_size, progress=progress)
-    count = torch.zeros(sae.n_latents, dtype=torch.float64)
-    total = torch.zeros(sae.n_latents, dtype=torch.float64)
+    count = torch.zeros(sae.n_latents, dtype=torch.float64, device=acts.device)
+    total = torch.zeros(sae.n_latents, dtype=torch.float64, device=acts.device)
     for start in range(0, acts.shape[0], 4096):
         f = sae.encode(acts[start : start + 4096])
         count += (f > 0).double().sum(0)
         total += f.double().clamp_min(0).sum(0)
     n = acts.shape[0]
+    count, total = count.cpu(), total.cpu()
     return pd.DataFrame(
         {
             "latent": np.arange(sae.n_latents),
@@ -678,7 +680,7 @@ def latent_activations(
         for j, latent in enumerate(idx):
             col = f[:, j]
             on = col[col > 0]
-            parts.append(pd.DataFrame({"split": split, "latent": latent, "activation": on.numpy(), "freq": float((col > 0).float().mean())}))
+            parts.append(pd.DataFrame({"split": split, "latent": latent, "activation": on.cpu().numpy(), "freq": float((col > 0).float().mean())}))
     return pd.concat(parts, ignore_index=True)
 
 

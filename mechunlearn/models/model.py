@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from mechunlearn.core.site import DICTIONARY_KINDS, Site
+from mechunlearn.models.tokens import TokenBatch, pad
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,7 @@ class Model:
         self._hook_names = frozenset(self.bridge.hook_dict)
         self._dictionaries: dict[tuple[str, str], torch.nn.Module] = {}
         self._active_weight_handles: list = []  # LIFO stack kept by core.edit
+        self._hash_states: list = []  # weights_hash: (version, digest state after this weight) per weight
 
     # ------------------------------------------------------------------ shape facts
     @property
@@ -267,18 +269,52 @@ class Model:
         finally:
             self.set_weights(saved, masks)
 
+    def parameters_by_name(self) -> dict[str, Tensor]:
+        """Every weight's underlying parameter (in its own layout, not the TL view) by TL name,
+        tied weights once: what weight files store, independent of the bridge's module names."""
+        return {n: self._weights[n].param.detach() for n in self.weight_names()}
+
+    @torch.no_grad()
+    def load_parameters_by_name(self, state: "Mapping[str, Tensor]") -> None:
+        """Copy a `parameters_by_name` state into this model; every weight must be there."""
+        names = self.weight_names()
+        missing = [n for n in names if n not in state]
+        extra = [n for n in state if n not in self._weights]
+        if missing or extra:
+            raise ValueError(f"weight file does not fit {self.model_id}: missing {missing[:4]}, unknown {extra[:4]}")
+        for n in names:
+            param = self._weights[n].param
+            if tuple(state[n].shape) != tuple(param.shape):
+                raise ValueError(f"{n}: file has shape {tuple(state[n].shape)}, the model {tuple(param.shape)}")
+            param.copy_(state[n])
+
     def parameter_count(self, names: Sequence[str] | None = None) -> int:
         """Number of scalar weights in ``names`` (default: all, tied counted once)."""
         return sum(self._weights[n].param.numel() for n in (names or self.weight_names()))
 
     def weights_hash(self) -> str:
-        """SHA-256 of every weight's bytes, in model order: identifies the exact weights."""
-        digest = hashlib.sha256()
-        for name in self.weight_names():
+        """SHA-256 of every weight's bytes, in model order: identifies the exact weights.
+
+        Computed once per weight version: each parameter's in-place version counter (bumped by
+        every write through torch, views and optimiser steps included) is remembered with the
+        digest state after it, so an unchanged model costs no copy and an edit re-reads only
+        the weights from the first changed one on (a GPU model is not copied to the CPU on
+        every memoised call). Writes through ``param.data`` bypass the counter; use views.
+        """
+        names = self.weight_names()
+        versions = [(self._weights[n].param._version, self._weights[n].param.data_ptr()) for n in names]
+        states = self._hash_states
+        start = 0
+        while start < len(names) and start < len(states) and states[start][0] == versions[start]:
+            start += 1
+        digest = states[start - 1][1].copy() if start else hashlib.sha256()
+        del states[start:]
+        for name, version in zip(names[start:], versions[start:]):
             tensor = self._weights[name].param.detach().contiguous().cpu()
             digest.update(name.encode())
             digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-        return digest.hexdigest()
+            states.append((version, digest.copy()))
+        return (states[-1][1] if states else hashlib.sha256()).hexdigest()
 
     # ------------------------------------------------------------------ sites
     @property
@@ -336,10 +372,8 @@ class Model:
         return self._dictionaries[(kind, hook)]
 
     # ------------------------------------------------------------------ text
-    def tokenize(self, texts: Sequence[str], *, prepend_bos: bool | None = None) -> "TokenBatch":
+    def tokenize(self, texts: Sequence[str], *, prepend_bos: bool | None = None) -> TokenBatch:
         """Right-padded token ids and attention mask for a list of texts."""
-        from mechunlearn.models.text import TokenBatch, pad
-
         bos = self.prepend_bos if prepend_bos is None else prepend_bos
         rows = [self.encode(t, prepend_bos=bos) for t in texts]
         return TokenBatch(*pad(rows, self.pad_token_id, self.n_ctx))

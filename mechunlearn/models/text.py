@@ -1,61 +1,47 @@
 """Token batches for texts and for question/answer items, shared by training, losses and verifiers.
 
-Prompts and answers are tokenised separately and concatenated (answer text gets one leading
-space), so the answer's tokens are the same whichever prompt precedes them. Batches are right
-padded: with causal attention, padding after a row's end never changes that row's logits.
+An item is scored as the tokens of ``prompt + " " + answer``; its answer tokens are those that
+follow the prompt's own tokens (lm-eval-harness' ``_encode_pair`` convention, and EVALS.md's).
+Encoding the answer on its own after a leading space would add a stray word-start token on
+SentencePiece tokenizers (Llama-2, Mistral, Gemma) and shift every NLL and exact match. Where
+a tokenizer merges across the boundary, the split is the longest prefix the full text shares
+with the prompt's tokens. BOS is prepended where the model's tokenizer adds one
+(`Model.prepend_bos`). Batches are right padded: with causal attention, padding after a row's
+end never changes that row's logits.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator, Sequence
 
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Float, Int
 from torch import Tensor
+
+from mechunlearn.models.tokens import QABatch, TokenBatch, chunks, pad
 
 if TYPE_CHECKING:
     from mechunlearn.models.model import Model
     from mechunlearn.world.target import Item
 
 
-@dataclass(frozen=True)
-class TokenBatch:
-    """Right-padded token ids with their attention mask."""
-
-    tokens: Int[Tensor, "batch pos"]
-    attention_mask: Bool[Tensor, "batch pos"]
-
-
-@dataclass(frozen=True)
-class QABatch:
-    """Prompt+answer token ids; ``answer_mask[b, t]`` marks positions whose *next* token is an
-    answer token, so ``logits[answer_mask]`` predict ``targets[answer_mask]``."""
-
-    tokens: Int[Tensor, "batch pos"]
-    targets: Int[Tensor, "batch pos"]
-    answer_mask: Bool[Tensor, "batch pos"]
-    prompt_lengths: Int[Tensor, "batch"]
-    attention_mask: Bool[Tensor, "batch pos"]
-
-    @property
-    def answer_lengths(self) -> Int[Tensor, "batch"]:
-        return self.answer_mask.sum(-1)
-
-
-def pad(rows: Sequence[Sequence[int]], pad_id: int, n_ctx: int) -> tuple[Tensor, Tensor]:
-    """Right-pad id lists into a ``[batch, max_len]`` tensor and its boolean attention mask."""
-    if not rows:
-        raise ValueError("cannot build a batch from zero texts")
-    width = max(len(r) for r in rows)
-    if width > n_ctx:
-        raise ValueError(f"a text of {width} tokens exceeds the model's context of {n_ctx} tokens; shorten it")
-    tokens = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.bool)
-    for i, r in enumerate(rows):
-        tokens[i, : len(r)] = torch.as_tensor(list(r), dtype=torch.long)
-        mask[i, : len(r)] = True
-    return tokens, mask
+def encode_pair(model: "Model", prompt: str, answer: str) -> tuple[list[int], list[int]]:
+    """Prompt and answer token ids of one item: the tokens of ``prompt + " " + answer`` split
+    after the prompt's own tokens (see the module docstring). An empty prompt makes the whole
+    text the answer (a free text scored as an answer-only item)."""
+    answer = answer.strip()
+    if not answer:
+        raise ValueError(f"answer {answer!r} to {prompt!r} has no tokens")
+    if not prompt:
+        return ([], model.encode(answer))
+    whole = model.encode(f"{prompt} {answer}")
+    context = model.encode(prompt)
+    n = 0
+    while n < min(len(whole), len(context)) and whole[n] == context[n]:
+        n += 1
+    if n == len(whole):
+        raise ValueError(f"answer {answer!r} to {prompt!r} has no tokens of its own after the prompt")
+    return whole[:n], whole[n:]
 
 
 def encode_qa(model: "Model", prompts: Sequence[str], answers: Sequence[str]) -> QABatch:
@@ -66,15 +52,13 @@ def encode_qa(model: "Model", prompts: Sequence[str], answers: Sequence[str]) ->
     """
     if len(prompts) != len(answers):
         raise ValueError(f"got {len(prompts)} prompts but {len(answers)} answers")
+    bos = [model.bos_token_id] if model.prepend_bos else []
     rows, starts, ends = [], [], []
     for prompt, answer in zip(prompts, answers):
-        p = model.encode(prompt, prepend_bos=model.prepend_bos)
-        a = model.encode(" " + answer.strip())
-        if not a:
-            raise ValueError(f"answer {answer!r} to {prompt!r} has no tokens")
-        rows.append(p + a)
-        starts.append(len(p))
-        ends.append(len(p) + len(a))
+        p, a = encode_pair(model, prompt, answer)
+        rows.append(bos + p + a)
+        starts.append(len(bos) + len(p))
+        ends.append(len(bos) + len(p) + len(a))
     tokens, attn = pad(rows, model.pad_token_id, model.n_ctx)
     targets = torch.roll(tokens, -1, dims=1)
     pos = torch.arange(tokens.shape[1])
@@ -108,15 +92,32 @@ def lm_nll(model: "Model", batch: TokenBatch) -> Float[Tensor, ""]:
     return -(lp * valid.to(lp.device)).sum() / valid.sum().clamp_min(1)
 
 
-def chunks(items: Sequence, size: int) -> Iterator[Sequence]:
-    """Consecutive slices of at most ``size`` elements."""
-    if size < 1:
-        raise ValueError(f"batch size must be >= 1, got {size}")
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 def qa_batches(model: "Model", items: Sequence["Item"], batch_size: int) -> Iterator[tuple[Sequence["Item"], QABatch]]:
     """(items, QABatch) pairs over a list of items."""
     for chunk in chunks(items, batch_size):
         yield chunk, encode_qa(model, [i.prompt for i in chunk], [i.answer for i in chunk])
+
+
+def reference_ids(model: "Model", words: Sequence[str]) -> list[int]:
+    """Single-token ids of the reference words, in the usual surface forms.
+
+    Each word is tried as ``"word"``, ``" word"``, ``"Word"``, ``" Word"`` and lower case; forms
+    that the tokenizer splits into several tokens are skipped (their first piece is usually a
+    generic fragment), and so are special tokens (``<unk>``). Raises if no word has a
+    single-token form.
+    """
+    special = set(getattr(model.tokenizer, "all_special_ids", ()) or ())
+    ids: list[int] = []
+    for word in words:
+        word = word.strip()
+        if not word:
+            continue
+        forms = dict.fromkeys([word, " " + word, word[:1].upper() + word[1:], " " + word[:1].upper() + word[1:], word.lower(), " " + word.lower()])
+        for form in forms:
+            enc = model.encode(form)
+            # an unknown word may encode to the single <unk> token: never a reference token
+            if len(enc) == 1 and enc[0] not in ids and enc[0] not in special:
+                ids.append(enc[0])
+    if not ids:
+        raise ValueError(f"none of the reference words {list(words)[:6]} is a single token for {model.model_id}; add shorter words")
+    return ids

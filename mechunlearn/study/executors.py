@@ -77,7 +77,9 @@ class StudyWorker:
 class RayExecutor:
     """Runs on Ray actors (``workers`` of them, one CPU and ``threads`` torch threads each)."""
 
-    def __init__(self, workers: int = 2, *, address: str | None = None, threads: int | None = 1, object_store_mb: int = 256) -> None:
+    def __init__(
+        self, workers: int = 2, *, address: str | None = None, threads: int | None = 1, object_store_mb: int = 256, gpus_per_worker: float = 0
+    ) -> None:
         try:
             import ray
         except ImportError:
@@ -97,7 +99,9 @@ class RayExecutor:
             else:
                 self._start_local(workers, object_store_mb)
                 self._started = True
-        self._remote = ray.remote(num_cpus=1)(StudyWorker)
+        # a study on CUDA asks Ray for a GPU per worker, so actors land on GPU nodes, one each
+        self.gpus_per_worker = gpus_per_worker
+        self._remote = ray.remote(num_cpus=1, num_gpus=gpus_per_worker)(StudyWorker)
         self._actors = [self._remote.remote(threads) for _ in range(workers)]
 
     def _start_local(self, workers: int, object_store_mb: int, attempts: int = 3) -> None:
@@ -147,12 +151,15 @@ class RayExecutor:
             self._started = False
 
 
-def make_executor(name: str = "local", *, workers: int = 1, address: str | None = None, threads: int | None = None) -> Executor:
-    """``local`` or ``ray`` (``workers`` actors; ``address`` or ``$RAY_ADDRESS``, else local Ray)."""
+def make_executor(
+    name: str = "local", *, workers: int = 1, address: str | None = None, threads: int | None = None, gpus_per_worker: float = 0
+) -> Executor:
+    """``local`` or ``ray`` (``workers`` actors, each with ``gpus_per_worker`` GPUs; ``address``
+    or ``$RAY_ADDRESS``, else local Ray)."""
     if name == "local":
         if workers != 1:
             raise ValueError("the local executor runs one run at a time; use --executor ray for --workers > 1")
         return LocalExecutor(threads)
     if name == "ray":
-        return RayExecutor(workers, address=address, threads=threads if threads is not None else 1)
+        return RayExecutor(workers, address=address, threads=threads if threads is not None else 1, gpus_per_worker=gpus_per_worker)
     raise ValueError(f"unknown executor {name!r}; choose one of {', '.join(EXECUTORS)}")

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from mechunlearn.core.result import Result
     from mechunlearn.core.selection import MaskSelection, Selection
     from mechunlearn.models.model import Model
-    from mechunlearn.study.spec import ModelSpec, TargetSpec
+    from mechunlearn.study.axes import ModelSpec, TargetSpec
     from mechunlearn.world.target import Target
 
 Params = Mapping[str, Any]

@@ -79,7 +79,7 @@ def run_study(
     ok = failed = 0
     if not todo:
         return StudySummary(folder, len(runs), skipped, 0, 0)
-    pool = make_executor(executor, workers=workers, address=address, threads=threads)
+    pool = make_executor(executor, workers=workers, address=address, threads=threads, gpus_per_worker=1 if study.uses_cuda else 0)
     bar = tqdm(total=len(runs), initial=skipped, desc=f"study {study.name}", unit="run", disable=not progress)
     try:
         for outcome in pool.map(todo):

@@ -39,45 +39,14 @@ from typing import Any, Mapping
 import yaml
 
 from mechunlearn.core.result import config_hash
+from mechunlearn.study.axes import ModelSpec, TargetSpec, short_value  # noqa: F401 (ModelSpec, TargetSpec re-exported)
 
 RECIPES = ("default", "small")
+DTYPES = ("float32", "bfloat16", "float16")
 
 
 class StudyError(ValueError):
     """A study file (or study dict) is invalid; the message names the key and the fix."""
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Which model a run edits."""
-
-    name: str
-    """A `load_model` name: ``bios-tiny``, ``smollm2-135m`` or a local Hugging Face directory."""
-    recipe: str = "default"
-    """bios-tiny only: ``default`` (the full world) or ``small`` (40 people, builds in minutes)."""
-
-    def load_options(self) -> dict[str, Any]:
-        """Keyword arguments for `load_model` (the recipe object for bios-tiny)."""
-        if self.recipe == "default":
-            return {}
-        from mechunlearn.models.bios_tiny import BiosTinyRecipe
-
-        return {"recipe": BiosTinyRecipe().small()}
-
-
-@dataclass(frozen=True)
-class TargetSpec:
-    """What to forget and keep: a registered target source and its parameters."""
-
-    source: str = "world"
-    """Name in `mechunlearn.study.TARGETS` (``world``: a forget split of the model's world)."""
-    params: dict[str, Any] = field(default_factory=dict)
-    """The source's parameters, every one resolved (defaults filled in)."""
-
-    @property
-    def name(self) -> str:
-        """Short readable name, e.g. ``world:forget_frac=0.1,paraphrase=trained``."""
-        return f"{self.source}:" + ",".join(f"{k}={_short(v)}" for k, v in self.params.items() if not k.startswith("eval_") and not k.startswith("max_"))
 
 
 @dataclass(frozen=True)
@@ -130,7 +99,7 @@ class RunSpec:
     def config(self) -> dict[str, Any]:
         """Everything that determines the run's numbers (what `run_id` hashes)."""
         return {
-            "model": asdict(self.model),
+            "model": self.model.identity(),
             "target": asdict(self.target),
             "method": self.method,
             "params": self.params,
@@ -167,6 +136,11 @@ class Study:
     source: str = ""
     """The study file's text (shown in the report); empty when built from a dict."""
 
+    @property
+    def uses_cuda(self) -> bool:
+        """Whether any model runs on a CUDA device (Ray workers then ask for a GPU each)."""
+        return any(m.device.startswith("cuda") for m in self.models)
+
     def runs(self) -> list[RunSpec]:
         """Every run, model-major (consecutive runs share a loaded model)."""
         from mechunlearn.study.registry import METHODS
@@ -180,7 +154,7 @@ class Study:
                 params = {**defaults, **method.params, **chosen}
                 label = method.label or method.name
                 if chosen:
-                    label += " " + ",".join(f"{k}={_short(v)}" for k, v in chosen.items())
+                    label += " " + ",".join(f"{k}={short_value(v)}" for k, v in chosen.items())
                 for seed in self.seeds:
                     out.append(RunSpec(model, target, method.name, params, seed, self.verifiers, label, self.name, self.imports))
         return out
@@ -282,7 +256,16 @@ def _entry(raw: Any, where: str, cls: type, registry=None) -> tuple[dict, str]:
 
 def _model(raw: Any, where: str) -> ModelSpec:
     raw, name = _entry(raw, where, ModelSpec)
-    spec = ModelSpec(name, _string(raw.get("recipe", "default"), f"{where}.recipe"))
+    spec = ModelSpec(
+        name,
+        _string(raw.get("recipe", "default"), f"{where}.recipe"),
+        _string(raw.get("device", "cpu"), f"{where}.device"),
+        _string(raw.get("dtype", "float32"), f"{where}.dtype"),
+    )
+    if spec.dtype not in DTYPES:
+        raise StudyError(f"{where}.dtype: {spec.dtype!r} is not one of {', '.join(DTYPES)}")
+    if spec.device.split(":")[0] not in ("cpu", "cuda", "mps"):
+        raise StudyError(f"{where}.device: {spec.device!r} is not cpu, cuda, cuda:N or mps")
     if spec.recipe not in RECIPES:
         raise StudyError(f"{where}.recipe: {spec.recipe!r} is not one of {', '.join(RECIPES)}")
     if spec.recipe != "default" and spec.name != "bios-tiny":
@@ -389,5 +372,3 @@ def _known(raw: Mapping, where: str, allowed: list[str]) -> None:
         raise StudyError(f"{where}: unknown key {unknown[0]!r}; allowed keys: {', '.join(allowed)}")
 
 
-def _short(value: Any) -> str:
-    return json.dumps(value, default=str) if isinstance(value, (list, dict)) else f"{value:g}" if isinstance(value, float) else str(value)

@@ -151,7 +151,8 @@ class RMU(Loss):
     layer: int = 2
     """ℓ: the residual stream site whose activations are steered."""
     c_scale: float = 4.0
-    """c as a multiple of the mean residual norm at ℓ on forget inputs (measured once)."""
+    """c as a multiple of the mean residual norm at ℓ on forget inputs (measured once, on the
+    first batch, BOS positions excluded)."""
     alpha: float = 100.0
     """α: weight of the retain activation-matching term."""
     seed: int = 0
@@ -174,9 +175,13 @@ class RMU(Loss):
         mask = forget.attention_mask.to(act.device)
         if "target" not in ctx.state:
             gen = torch.Generator().manual_seed(self.seed)
-            u = torch.rand(act.shape[-1], generator=gen)
+            u = torch.rand(act.shape[-1], generator=gen).to(act.device)
             u = u / u.norm()
-            scale = act.detach()[mask].norm(dim=-1).mean()
+            # the scale leaves BOS out: its residual norm is an outlier on real models
+            content = mask.clone()
+            if model.prepend_bos:
+                content[:, 0] = False
+            scale = act.detach()[content].norm(dim=-1).mean()
             ctx.state["target"] = (self.c_scale * scale * u).to(act)
         diff = (act - ctx.state["target"]).pow(2).mean(-1)
         return (diff * mask).sum() / mask.sum()

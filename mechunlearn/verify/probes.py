@@ -145,10 +145,17 @@ def fit_probes(
         z = (rows_x - mean[group, None]) / std[group, None]
         labels = torch.gather(y[group], 1, order)
         row_w = torch.gather(m[group], 1, order).float() / count[group, None]
-        w_g, b_g, its = _batched_lbfgs(z, labels, row_w, c, weight_decay, max_iter, tol, history)
-        weight[group, :, :c] = w_g
-        bias[group, :c] = b_g
-        iterations = max(iterations, its)
+        # the preconditioner is d x d per probe (25 GB for 1,500 probes at d = 4096): solve in
+        # chunks of probes that keep it under PRECOND_BYTES, diagonal where one would not fit
+        per_probe = d * d * 4
+        diagonal = per_probe > PRECOND_BYTES
+        size = group.numel() if diagonal else max(1, PRECOND_BYTES // per_probe)
+        for part in range(0, group.numel(), size):
+            sub = slice(part, part + size)
+            w_g, b_g, its = _batched_lbfgs(z[sub], labels[sub], row_w[sub], c, weight_decay, max_iter, tol, history, diagonal=diagonal)
+            weight[group[sub], :, :c] = w_g
+            bias[group[sub], :c] = b_g
+            iterations = max(iterations, its)
     return LinearProbes(weight, bias, mean, std, k, iterations)
 
 
@@ -197,23 +204,37 @@ def _loss_and_grad(b: _Batch, theta: Tensor, wd: float) -> tuple[Tensor, Tensor]
     return loss, grad
 
 
-def _batched_lbfgs(z: Tensor, labels: Tensor, row_w: Tensor, n_cls: int, wd: float, max_iter: int, tol: float, history: int) -> tuple[Tensor, Tensor, int]:
+PRECOND_BYTES = 256 * 2**20
+"""Memory for the probes' full preconditioners in one solve (see `fit_probes`)."""
+
+
+def _batched_lbfgs(
+    z: Tensor, labels: Tensor, row_w: Tensor, n_cls: int, wd: float, max_iter: int, tol: float, history: int, *, diagonal: bool = False
+) -> tuple[Tensor, Tensor, int]:
     """Independent preconditioned L-BFGS runs for a batch of probes; returns W, b, iterations.
 
     Each probe has its own two-loop recursion, Armijo step and stopping test; converged probes
     are dropped from the batch, so later iterations only pay for the probes still moving.
     Preconditioner H0 = γ·M, M = (zᵀ diag(w) z / C + wd I)⁻¹ per probe (the weight block's
     Hessian at the start, where the softmax is uniform), γ = sᵀy / yᵀMy: it changes the path,
-    not the optimum, and cuts the iterations several-fold on correlated features.
+    not the optimum, and cuts the iterations several-fold on correlated features. With
+    ``diagonal`` only that matrix's diagonal is inverted (for widths where d × d per probe
+    does not fit `PRECOND_BYTES`).
     """
     n_probes, _, d = z.shape
     dim = d * n_cls + n_cls
-    cov = torch.bmm(z.transpose(1, 2) * row_w[:, None], z) / n_cls
-    precond = torch.cholesky_inverse(torch.linalg.cholesky(cov + (wd + 1e-6) * torch.eye(d)))
+    if diagonal:  # the Hessian block's diagonal only: d numbers per probe
+        precond = 1.0 / ((z.pow(2) * row_w[..., None]).sum(1) / n_cls + wd + 1e-6)
+    else:
+        cov = torch.bmm(z.transpose(1, 2) * row_w[:, None], z) / n_cls
+        precond = torch.cholesky_inverse(torch.linalg.cholesky(cov + (wd + 1e-6) * torch.eye(d, device=z.device)))
 
     def apply_m(b: _Batch, v: Tensor) -> Tensor:
         out = torch.empty_like(v)
-        torch.bmm(b.precond, v[:, : d * n_cls].view(-1, d, n_cls), out=out[:, : d * n_cls].view(-1, d, n_cls))
+        if diagonal:
+            out[:, : d * n_cls] = (b.precond[..., None] * v[:, : d * n_cls].view(-1, d, n_cls)).reshape(-1, d * n_cls)
+        else:
+            torch.bmm(b.precond, v[:, : d * n_cls].view(-1, d, n_cls), out=out[:, : d * n_cls].view(-1, d, n_cls))
         out[:, d * n_cls :] = v[:, d * n_cls :] * n_cls
         return out
 

@@ -254,7 +254,7 @@ class ConceptSet:
 
     def reference_ids(self, model: "Model") -> dict[str, list[int]]:
         """Each concept's reference token ids for ``model`` (located files keep the ids they used)."""
-        from mechunlearn.locate.concept_vectors import reference_ids
+        from mechunlearn.models.text import reference_ids
 
         out = {}
         for c in self.concepts:

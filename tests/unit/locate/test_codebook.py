@@ -46,8 +46,9 @@ def test_hand_computed_outputs():
     # mask: code 0 can never be chosen, code 2 takes its slot
     assert sorted(cb.select(x, off)[0].tolist()) == [1, 2]
     assert torch.equal(cb(x, off, "mask"), torch.tensor([[0.0, 0.5, 0.5, 0.0]]))
-    # zero: code 0 is still chosen but its contribution is dropped from the mean
-    assert torch.equal(cb(x, off, "zero"), torch.tensor([[0.0, 1.0, 0.0, 0.0]]))
+    # zero: code 0 is still chosen but its share of the mean is zeroed (not handed to code 1:
+    # renormalising over the remaining codes would give [0, 1, 0, 0])
+    assert torch.equal(cb(x, off, "zero"), torch.tensor([[0.0, 0.5, 0.0, 0.0]]))
 
 
 def test_disabled_codes_are_never_chosen():

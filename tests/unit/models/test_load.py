@@ -46,16 +46,16 @@ def test_build_lock_makes_a_second_loader_wait(tmp_path):
     import threading
     import time
 
-    from mechunlearn.models.bios_tiny import _build_lock
+    from mechunlearn.core.paths import folder_lock
 
     folder = tmp_path / "models" / "bios-tiny-abc"
     order = []
 
     def second():
-        with _build_lock(folder):
+        with folder_lock(folder):
             order.append("second")
 
-    with _build_lock(folder):
+    with folder_lock(folder):
         thread = threading.Thread(target=second)
         thread.start()
         time.sleep(0.3)  # give the second a chance to (wrongly) get in

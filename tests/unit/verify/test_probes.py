@@ -37,6 +37,23 @@ def test_recovers_a_planted_linear_signal_and_not_noise():
     assert (probes.predict(x)[[0, 2]] < 3).all()  # never an invalid class
 
 
+def test_bounded_preconditioner_memory_reaches_the_same_optimum(monkeypatch):
+    """Wide models: the d x d preconditioners are solved in chunks of probes under
+    PRECOND_BYTES, and where one does not fit, a diagonal one is used; either way the same
+    strictly convex objective is minimised, so the probes agree with the unbounded fit."""
+    from mechunlearn.verify import probes as probes_module
+
+    x, y, k = planted()
+    full = fit_probes(x, y, k, weight_decay=1e-2, max_iter=500, tol=1e-6)
+    monkeypatch.setattr(probes_module, "PRECOND_BYTES", 12 * 12 * 4)  # one probe's matrix per solve
+    chunked = fit_probes(x, y, k, weight_decay=1e-2, max_iter=500, tol=1e-6)
+    monkeypatch.setattr(probes_module, "PRECOND_BYTES", 100)  # not even one: diagonal
+    diagonal = fit_probes(x, y, k, weight_decay=1e-2, max_iter=2000, tol=1e-6)
+    for other in (chunked, diagonal):
+        torch.testing.assert_close(other.weight, full.weight, atol=2e-3, rtol=2e-3)
+        torch.testing.assert_close(other.bias, full.bias, atol=2e-3, rtol=2e-3)
+
+
 def test_batched_fit_equals_per_probe_fits():
     x, y, k = planted(seed=1)
     together = fit_probes(x, y, k, weight_decay=1e-2, max_iter=500)
