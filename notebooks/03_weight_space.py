@@ -20,8 +20,8 @@
 # moved (‖Δθ‖ per layer and module). Then the ConceptVectors check: do GA and NPO change a concept's
 # value vector, or only route around it?
 #
-# Set `MECHUNLEARN_NOTEBOOK_QUICK=1` for the small world (what CI runs, a few minutes); the full
-# model is built on first use and cached under `$MECHUNLEARN_HOME`.
+# Set `MECHUNLEARN_NOTEBOOK_QUICK=1` for the small world, 30 loop steps and a 3-tensor SLUG search
+# (what CI runs, a few minutes); without it, the full model (its shipped reference weights).
 
 # %%
 import logging
@@ -92,7 +92,7 @@ pd.Series(unedited, name="unedited").to_frame().T
 #   forget exact match to ≤ 0.10.
 
 # %%
-STEPS = 60 if QUICK else 200
+STEPS = 30 if QUICK else 200
 LR = 3e-4
 RETAIN_WEIGHT = 5.0
 KEEP = 0.1
@@ -116,7 +116,11 @@ SCORERS = {
     "magnitude": MagnitudeScore(keep_ratio=KEEP),
     "random": RandomScore(keep_ratio=KEEP),
 }
-SLUG = SlugConfig(forget_threshold=0.10, retain_items=512, forget_eval_items=480, retain_eval_items=600)
+SLUG = (
+    SlugConfig(forget_threshold=0.10, retain_items=256, forget_eval_items=160, retain_eval_items=200, max_candidates=3)
+    if QUICK
+    else SlugConfig(forget_threshold=0.10, retain_items=512, forget_eval_items=480, retain_eval_items=600)
+)
 
 # %% [markdown]
 # ## Masks: SalUn, WAGLE and the ablations at the same ratio

@@ -110,10 +110,10 @@ for name in edits:
 # %%
 card_config = CardConfig(
     probes=ProbeConfig(templates_per_fact=2 if QUICK else 4),
-    attacks=AttackConfig(max_items=300 if QUICK else 600),
-    mia=MIAConfig(max_items=400 if QUICK else 1000),
-    tofu=TofuConfig(max_retain_people=12 if QUICK else 40, max_retain_items=400 if QUICK else 1000),
-    max_items=600 if QUICK else 1500,
+    attacks=AttackConfig(max_items=200 if QUICK else 600),
+    mia=MIAConfig(max_items=300 if QUICK else 1000),
+    tofu=TofuConfig(max_retain_people=8 if QUICK else 40, max_retain_items=300 if QUICK else 1000),
+    max_items=400 if QUICK else 1500,
 )
 start = time.perf_counter()
 card = evaluation_card({name: (model, edit) for name, edit in edits.items()}, model, retain, target, card_config, world=world)

@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 from mechunlearn.core.selection import MaskSelection
 from mechunlearn.locate.registry import LOCALIZERS
 from mechunlearn.models.text import answer_nll, qa_batches
+from mechunlearn.world.target import seeded_subset  # noqa: F401 (part of this module's API)
 
 if TYPE_CHECKING:
     from mechunlearn.models.model import Model
@@ -62,17 +63,6 @@ def family_names(model: "Model", family: str | tuple[str, ...]) -> list[str]:
 
 
 # --------------------------------------------------------------------------- gradients
-def seeded_subset(items: Sequence, n: int | None, seed: int) -> list:
-    """A seeded random subset of ``n`` items, kept in their original order (all if ``n`` is None)."""
-    items = list(items)
-    if n is not None and n < 1:
-        raise ValueError(f"a subset needs n >= 1 items (or None for all), got {n}")
-    if n is None or n >= len(items):
-        return items
-    order = torch.randperm(len(items), generator=torch.Generator().manual_seed(seed))[:n]
-    return [items[i] for i in sorted(order.tolist())]
-
-
 @dataclass(frozen=True)
 class Gradients:
     """Forget and retain gradients at θ_o, in TransformerLens layout, one tensor per weight.

@@ -112,7 +112,20 @@ def _dequantise(path: Path, folder: Path) -> None:
         hf_model.config.architectures = [type(hf_model).__name__]
 
     def write(tmp: Path) -> None:
-        hf_model.save_pretrained(tmp)
+        # transformers refuses save_pretrained on GGUF-loaded models, so the dequantised float32
+        # weights are written as a plain safetensors checkpoint (tied weights once) beside the
+        # config and tokenizer: the save_pretrained layout from_pretrained reads.
+        from safetensors.torch import save_file
+
+        state, seen = {}, set()
+        for key, tensor in hf_model.state_dict().items():
+            if tensor.data_ptr() in seen:
+                continue
+            seen.add(tensor.data_ptr())
+            state[key] = tensor.detach().contiguous()
+        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        os.chmod(tmp / "model.safetensors", 0o644)
+        hf_model.config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "SOURCE").write_text(f"{path}\n")
 

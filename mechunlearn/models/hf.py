@@ -56,10 +56,15 @@ def wrap(
     device = torch.device(device or "cpu")
     hf_model.to(device=device, dtype=dtype or next(hf_model.parameters()).dtype)
     hf_model.eval()
+    adds_bos = default_prepend_bos(tokenizer)
+    if adds_bos:
+        # TransformerLens re-reads the tokenizer from disk unless it records that it adds BOS
+        # (3.5 s for gemma's 262k-token vocabulary); this one does
+        tokenizer.init_kwargs["add_bos_token"] = True
     bridge = TransformerBridge.boot_transformers(
         arch_name or model_id, hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=next(hf_model.parameters()).dtype
     )
-    bos = default_prepend_bos(tokenizer) if prepend_bos is None else prepend_bos
+    bos = adds_bos if prepend_bos is None else prepend_bos
     return Model(bridge, tokenizer, model_id, prepend_bos=bos, meta=meta)
 
 

@@ -23,11 +23,15 @@ from mechunlearn.figures import CHROMIUM_FLAGS, CHROMIUM_HINT, chromium
 
 LOCAL_SCHEMES = ("file:", "data:", "about:", "blob:", "chrome:", "chrome-extension:")
 
+SETTLE_SECONDS = 1.0
+"""How long every figure must stay laid out with nothing newly drawn before an undrawn one counts as failed."""
+
 _PLOTS_JS = """(() => {
   const divs = Array.from(document.querySelectorAll('.plotly-graph-div'));
   return {
     total: divs.length,
     rendered: divs.filter(d => d._fullLayout && d.querySelector('.main-svg') && d.querySelectorAll('.main-svg .trace, .main-svg .hm image').length > 0).length,
+    laid_out: divs.filter(d => d._fullLayout && d.querySelector('.main-svg')).length,
     figure_errors: document.querySelectorAll('.figure-error').length,
     title: document.title,
   };
@@ -155,9 +159,15 @@ def _inspect(pipe: _Pipe, path: Path, timeout: float) -> PageCheck:
     pipe.send("Page.navigate", {"url": path.as_uri()}, session=session)
     pipe.wait_event("Page.loadEventFired", timeout)
     deadline = time.monotonic() + timeout
+    last, steady_since = None, time.monotonic()
     while True:  # plotly draws asynchronously after load; poll until every figure has drawn
         state = pipe.send("Runtime.evaluate", {"expression": _PLOTS_JS, "returnByValue": True}, session=session)["result"]["value"]
-        if state["rendered"] >= state["total"] or time.monotonic() > deadline:
+        now = time.monotonic()
+        if (state["rendered"], state["laid_out"]) != last:
+            last, steady_since = (state["rendered"], state["laid_out"]), now
+        # done when all drew, or when every figure is laid out and nothing changed for a second
+        # (an empty figure lays out but never draws a trace: no need to wait for the deadline)
+        if state["rendered"] >= state["total"] or (state["laid_out"] >= state["total"] and now - steady_since > SETTLE_SECONDS) or now > deadline:
             break
         time.sleep(0.2)
     errors, external = [], []

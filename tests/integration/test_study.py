@@ -135,12 +135,12 @@ def test_localized_methods_and_the_evaluation_card_in_a_study(tmp_path):
         "models": [{"name": "bios-tiny", "recipe": "small"}],
         "targets": [{"source": "world", "forget_frac": 0.1, "eval_retain_people": 4}],
         "methods": ["none", {"name": "ga", "params": {**quick, "lr": 2e-4}}, {"name": "salun", "params": quick},
-                    {"name": "slug", "params": {"max_candidates": 2}}, {"name": "needle", "params": {"steps": 5}},
+                    {"name": "slug", "params": {"max_candidates": 2, "forget_eval_items": 120}}, {"name": "needle", "params": {"steps": 5}},
                     {"name": "lunar", "params": {"retain_items": 64, "sweep_items": 32}},
                     {"name": "fact_lookup", "params": {"steps": 10}}],
         "verifiers": [{"name": "card", "params": {"sections": ["probes", "weights", "mia", "tofu"], "max_items": 100}}],
     })
-    summary = run_study(study, tmp_path, threads=1, progress=False)
+    summary = run_study(study, tmp_path, progress=False)
     results = load_results(tmp_path)
     assert summary.failed == 0, results[results["status"] == "error"][["label", "error"]].to_string()
     card = results[results["verifier"] == "card"]
@@ -177,7 +177,7 @@ def test_feature_methods_in_a_study(tmp_path):
                     {"name": "codeunlearn", "label": "random codes", "params": {**codes, "random": True}}],
         "verifiers": [{"name": "behavior", "params": {"splits": ["forget", "retain"], "by": []}}],
     })
-    summary = run_study(study, tmp_path, threads=1, progress=False)
+    summary = run_study(study, tmp_path, progress=False)
     results = load_results(tmp_path)
     assert summary.failed == 0, results[results["status"] == "error"][["label", "error"]].to_string()
     em = results[(results["metric"] == "exact_match")].pivot_table(index="label", columns="split", values="value")

@@ -20,7 +20,7 @@ from mechunlearn.world import World
 pytestmark = pytest.mark.slow
 
 RECIPE = BiosTinyRecipe().small()
-GA = UnlearnConfig(loss="ga", steps=300, lr=1e-5, batch_size=32, stop_forget_em=0.1, stop_every=5, loss_options={"retain_weight": 1.0})
+GA = UnlearnConfig(loss="ga", steps=300, lr=2e-5, batch_size=32, stop_forget_em=0.1, stop_every=5, loss_options={"retain_weight": 1.0})
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from typing import Sequence
 from mechunlearn.world.concepts import Concept, ConceptSet
 from mechunlearn.world.target import Item
 
-MODULES = {"smollm2-135m": "smollm2_135m"}
+MODULES = {"smollm2-135m": "smollm2_135m", "gemma-3-270m": "gemma3_270m"}
 """Model id → data module in this package."""
 
 

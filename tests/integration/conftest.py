@@ -1,0 +1,20 @@
+"""The real models, loaded once per test session and shared (tests must leave them as they
+found them: edits go through `Edit.applied`, which reverts bit for bit)."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    from mechunlearn.models import load_model
+
+    return load_model("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def gemma():
+    from mechunlearn.models import load_model
+
+    return load_model("gemma-3-270m")
