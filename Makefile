@@ -9,6 +9,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.mechunlearn-installed
 NOTEBOOKS := $(sort $(wildcard notebooks/*.py))
+# run order for the two notebook workers: the slowest first, so that both finish together
+NB_SLOW := 03_weight_space 02_concept_vectors 06_probes_and_attacks
+NB_ORDER := $(NB_SLOW) $(filter-out $(NB_SLOW),$(basename $(notdir $(NOTEBOOKS))))
 
 .PHONY: demo test unit notebooks bench clean-venv chromium
 
@@ -34,15 +37,17 @@ demo: $(STAMP)
 
 # Tests and notebooks share one cache folder inside the checkout (never the user's).
 test: export MECHUNLEARN_HOME := $(CURDIR)/.cache/test-home
+# Two pytest-xdist workers (one per core, one torch thread each: two 2-thread processes on
+# 2 cores thrash); --dist loadfile keeps each file's module fixtures in one worker.
 test: $(STAMP) chromium
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
 	$(MAKE) notebooks
 
 # Executed copies (with outputs) stay in .nbbuild/ for reading.
 notebooks: $(STAMP)
 	rm -rf .nbbuild && mkdir -p .nbbuild
 	for f in $(NOTEBOOKS); do $(VENV)/bin/jupytext --quiet --to ipynb -o .nbbuild/$$(basename $$f .py).ipynb $$f || exit 1; done
-	MECHUNLEARN_NOTEBOOK_QUICK=1 $(PY) -m pytest -q --nbmake --nbmake-timeout=900 --overwrite --durations=0 .nbbuild
+	OMP_NUM_THREADS=1 MECHUNLEARN_NOTEBOOK_QUICK=1 $(PY) -m pytest -q -n 2 --nbmake --nbmake-timeout=900 --overwrite --durations=0 $(addprefix .nbbuild/,$(addsuffix .ipynb,$(NB_ORDER)))
 
 bench: $(STAMP)
 	$(PY) -m benchmarks

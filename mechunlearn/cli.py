@@ -1,8 +1,8 @@
 """The ``mechunlearn`` command.
 
-    mechunlearn build-model bios-tiny [--retain 0.1] [--rebuild]
+    mechunlearn build-model bios-tiny [--retain 0.1] [--rebuild] [--write-reference]
     mechunlearn eval bios-tiny [--split forget --split retain] [--forget-frac 0.1] [--out table.csv]
-    mechunlearn concept-vectors smollm2-135m [--out concept_vectors/smollm2-135m.json]
+    mechunlearn concept-vectors gemma-3-270m [--out concept_vectors/gemma-3-270m.json]
     mechunlearn study run FILE [--executor local|ray] [--workers N] [--address ADDR] [--out DIR]
     mechunlearn study report DIR [--check]
     mechunlearn demo [--out reports/default]
@@ -158,7 +158,7 @@ def _study_report(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    """Run studies/default.yaml (building bios-tiny and its retain model on first use) into ``--out``."""
+    """Run studies/default.yaml (on the shipped bios-tiny and its retain model) into ``--out``."""
     study = Path(__file__).resolve().parent.parent / "studies" / "default.yaml"
     if not study.exists():
         raise FileNotFoundError(f"{study} is missing: the demo runs the default study of a source checkout")
@@ -172,7 +172,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     b = sub.add_parser("build-model", help="train and cache a built-in model (bios-tiny) or check that one loads")
-    b.add_argument("name", help="bios-tiny, smollm2-135m, or a local Hugging Face model directory")
+    b.add_argument("name", help="bios-tiny, smollm2-135m, gemma-3-270m, a local Hugging Face model directory or a .gguf file")
     b.add_argument("--retain", type=float, default=None, metavar="FRAC", help="build the retain model of this forget fraction (0.1, 0.05, 0.01): the same recipe without the forget people")
     b.add_argument("--rebuild", action="store_true", help="train from the recipe and check the gates even where shipped reference weights or a cached build exist (load_model keeps using the shipped weights; source='build' loads this one)")
     b.add_argument("--write-reference", action="store_true", help="(maintainers) train and write the shipped reference into mechunlearn/models/reference/")
@@ -189,7 +189,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--quick", action="store_true", help="evaluate the small 40-person-world build (see build-model --quick)")
     e.set_defaults(func=_eval)
 
-    d = sub.add_parser("demo", help="run studies/default.yaml on bios-tiny (built with its retain model on first use): results.parquet and index.html")
+    d = sub.add_parser("demo", help="run studies/default.yaml on the shipped bios-tiny and its retain model: results.parquet and index.html")
     d.add_argument("--out", default="reports/default", help="output folder (default reports/default)")
     d.set_defaults(func=_demo)
 
@@ -197,7 +197,7 @@ def parser() -> argparse.ArgumentParser:
         "concept-vectors",
         help="locate and validate concept vectors for a model and write concept_vectors/<model>.json (deterministic)",
     )
-    c.add_argument("name", help="bios-tiny (concepts from its world) or smollm2-135m (hand-written concepts)")
+    c.add_argument("name", help="bios-tiny (concepts from its world), smollm2-135m or gemma-3-270m (hand-written concepts)")
     c.add_argument("--out", type=Path, default=None, help="output file (default concept_vectors/<model id>.json in the checkout)")
     c.add_argument("--quick", action="store_true", help="use the small 40-person-world build of bios-tiny")
     c.add_argument("--sigma", type=float, default=None, help=f"validation noise in units of the vector's RMS entry (default 5; {WORLD_SIGMA:g} for bios-tiny)")

@@ -109,8 +109,9 @@ for name in edits:
 
 # %%
 card_config = CardConfig(
-    probes=ProbeConfig(templates_per_fact=2 if QUICK else 4),
-    attacks=AttackConfig(max_items=200 if QUICK else 600),
+    # quick mode reads the question's last token only (where the findings below look)
+    probes=ProbeConfig(templates_per_fact=2, positions=("question",)) if QUICK else ProbeConfig(templates_per_fact=4),
+    attacks=AttackConfig(max_items=200, relearn_steps=15) if QUICK else AttackConfig(max_items=600),
     mia=MIAConfig(max_items=300 if QUICK else 1000),
     tofu=TofuConfig(max_retain_people=8 if QUICK else 40, max_retain_items=300 if QUICK else 1000),
     max_items=400 if QUICK else 1500,

@@ -38,6 +38,19 @@ def make_tiny_model(seed: int = 0, n_layers: int = 2):
     return Model(bridge, tok, f"tiny-{seed}")
 
 
+def dtype_recording_loss(model):
+    """A loss over a fixed 4-token batch that records the dtype its logits came out in:
+    (loss_fn(step), list of dtypes seen)."""
+    seen = []
+
+    def loss(step):
+        logits = model.forward(torch.tensor([[1, 2, 3, 4]]))
+        seen.append(logits.dtype)
+        return logits.float().logsumexp(-1).mean()
+
+    return loss, seen
+
+
 @pytest.fixture
 def tiny_model():
     """A fresh tiny model per test: tests may edit it."""
@@ -49,5 +62,8 @@ def _isolated_home(tmp_path_factory):
     """Keep test builds out of the user's cache unless MECHUNLEARN_HOME is set explicitly."""
     if "MECHUNLEARN_HOME" not in os.environ:
         os.environ["MECHUNLEARN_HOME"] = str(tmp_path_factory.mktemp("mechunlearn_home"))
-    torch.set_num_threads(2)
+    # with pytest-xdist workers (make test runs two), the cores are shared out: two torch
+    # processes with two threads each on two cores thrash
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) // workers))
     yield

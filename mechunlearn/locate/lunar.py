@@ -357,7 +357,8 @@ def mlp_rows(model: "Model", layer: int, texts: Sequence[str], *, positions="las
     if err > 1e-3:
         raise RuntimeError(
             f"{model.model_id}: blocks.{layer}.hook_mlp_out is not hook_post · W_out + b_out (relative error {err:.2e}); "
-            "LUNAR's linear fit needs the input of W_out at mlp.hook_post"
+            "LUNAR's linear fit needs the input of W_out at mlp.hook_post, and no norm between W_out and the residual "
+            "(Gemma-style post-feedforward norms make the MLP's contribution nonlinear in W_out)"
         )
     return rows
 

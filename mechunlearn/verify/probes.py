@@ -368,6 +368,15 @@ def probe_data(target: "Target", config: ProbeConfig = ProbeConfig()) -> ProbeDa
     rng = np.random.default_rng(config.seed)
     splits = {s: list(target.split(s)) for s in ("forget", "retain", "holdout")}
     every = [it for items in splits.values() for it in items]
+    unlabelled = [it for it in every if not it.subject or not it.attribute]
+    if unlabelled:
+        example = unlabelled[0]
+        raise ValueError(
+            f"probes need every item's subject and attribute (they decode the attribute's value from the subject's "
+            f"hidden states and split people by subject), but {len(unlabelled)} of target {target.name!r}'s {len(every)} items "
+            f"lack one, e.g. {example.prompt!r} (subject={example.subject!r}, attribute={example.attribute!r}); "
+            "label the items, or leave probes out of the card"
+        )
     attributes = config.attributes or tuple(dict.fromkeys(it.attribute for it in every if it.attribute))
     missing = [a for a in attributes if not any(it.attribute == a for it in splits["retain"])]
     if missing:
@@ -442,6 +451,34 @@ def _stack(feats: Float[Tensor, "layer item position d"], data: ProbeData, attri
     return flat(x), flat(y), flat(g), n_classes.reshape(-1), codes
 
 
+def _fit(stacked, data: ProbeData, config: ProbeConfig, model) -> tuple[LinearProbes, list[dict]]:
+    """Refit probes on one model's stacked features, and their accuracy rows."""
+    x, y, g, n_classes, codes = stacked
+    probes = fit_probes(x, y, n_classes, mask=g == codes["train"], weight_decay=config.weight_decay, max_iter=config.max_iter)
+    log.info("probes: %d probes, %d L-BFGS iterations", x.shape[0], probes.iterations)
+    return probes, _accuracy_rows(probes, x, y, g, codes, data, config, model)
+
+
+@by_weights
+def _fit_role(subject, data: ProbeData, config: ProbeConfig, *, progress: bool = True) -> tuple[LinearProbes, list[dict]]:
+    """`_fit` memoised by weights: a study's every run refits the same original and retain
+    models on the same items, once per process."""
+    return _fit(_stack(probe_features(subject, data, config, progress=progress), data, list(data.classes)), data, config, model_of(subject))
+
+
+def _accuracy_rows(probe: LinearProbes, x, y, g, codes, data: ProbeData, config: ProbeConfig, model) -> list[dict]:
+    """Accuracy of ``probe`` per (attribute, position, layer, split) on stacked features."""
+    keys = [(a, p, l) for a in data.classes for p in config.positions for l in _layers(model, config)]
+    rows = []
+    for split in ("train", "retain", "forget", "holdout"):
+        sel = g == codes[split]
+        acc = probe.accuracy(x, y, sel)
+        for (a, p, l), value, count in zip(keys, acc.tolist(), sel.sum(-1).tolist()):
+            if count:
+                rows.append({"position": p, "attribute": a, "layer": l, "split": split, "value": value, "n_items": count, "chance": 1.0 / len(data.classes[a])})
+    return rows
+
+
 def probe_accuracy(
     models: Mapping[str, object],
     target: "Target",
@@ -465,33 +502,19 @@ def probe_accuracy(
     if reference is not None and reference not in models:
         raise ValueError(f"reference role {reference!r} is not among the models {list(models)}")
     data = probe_data(target, config)
-    attributes = list(data.classes)
     first = model_of(next(iter(models.values())))
-    layers = _layers(first, config)
     probes: dict[str, LinearProbes] = {}
-    stacked: dict[str, tuple] = {}
-    for role, subject in models.items():
-        feats = probe_features(subject, data, config, progress=progress)
-        x, y, g, n_classes, codes = _stack(feats, data, attributes)
-        stacked[role] = (x, y, g)
-        probes[role] = fit_probes(x, y, n_classes, mask=g == codes["train"], weight_decay=config.weight_decay, max_iter=config.max_iter)
-        log.info("probes for %s: %d probes, %d L-BFGS iterations", role, x.shape[0], probes[role].iterations)
-    keys = [(a, p, l) for a in attributes for p in config.positions for l in layers]
+    transfer: dict[str, tuple] = {}  # the features of the roles the reference's probes also read
     frames = []
-    for role in models:
-        x, y, g = stacked[role]
-        readings = [("refit", probes[role])]
+    for role, subject in models.items():
         if reference is not None and role != reference and not role.startswith("retain"):
-            readings.append(("transfer", probes[reference]))
-        for reading, probe in readings:
-            for split in ("train", "retain", "forget", "holdout"):
-                sel = g == codes[split]
-                acc = probe.accuracy(x, y, sel)
-                n = sel.sum(-1)
-                for (a, p, l), value, count in zip(keys, acc.tolist(), n.tolist()):
-                    if count == 0:
-                        continue
-                    frames.append({"model": role, "reading": reading, "position": p, "attribute": a, "layer": l, "split": split, "value": value, "n_items": count, "chance": 1.0 / len(data.classes[a])})
+            transfer[role] = _stack(probe_features(subject, data, config, progress=progress), data, list(data.classes))
+            probes[role], rows = _fit(transfer[role], data, config, first)
+        else:
+            probes[role], rows = _fit_role(subject, data, config, progress=progress)
+        frames += [{"model": role, "reading": "refit", **row} for row in rows]
+    for role, (x, y, g, _, codes) in transfer.items():
+        frames += [{"model": role, "reading": "transfer", **row} for row in _accuracy_rows(probes[reference], x, y, g, codes, data, config, first)]
     frame = pd.DataFrame(frames)
     frame["metric"] = "probe_acc"
     frame["method"] = method

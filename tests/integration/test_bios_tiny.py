@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from mechunlearn.models import bios_tiny, load_model
-from mechunlearn.unlearn.loop import TrainConfig
 from mechunlearn.world import World
 
 pytestmark = pytest.mark.slow
@@ -62,7 +61,8 @@ def test_the_shipped_gate_table_is_what_the_gate_code_computes(recipe, retain_fo
         assert row.n_items == shipped.loc[row.gate, "n_items"], row.gate
 
 
-def test_a_build_passes_its_gates_is_saved_and_reloads_the_same_weights():
+def test_a_build_passes_its_gates_is_saved_and_reloads_the_same_weights(monkeypatch, tmp_path):
+    monkeypatch.setenv("MECHUNLEARN_HOME", str(tmp_path))  # an empty cache: the build must run
     recipe = tiny_recipe()
     model = bios_tiny.load(recipe)  # not shipped: trained, gated and cached
     assert model.meta["source"] == "new build" and model.meta["precision"]["autocast"] == "float32"
@@ -79,7 +79,8 @@ def test_a_build_passes_its_gates_is_saved_and_reloads_the_same_weights():
         bios_tiny.load(recipe, source="reference")
 
 
-def test_a_build_that_misses_its_gates_is_not_saved():
+def test_a_build_that_misses_its_gates_is_not_saved(monkeypatch, tmp_path):
+    monkeypatch.setenv("MECHUNLEARN_HOME", str(tmp_path))
     weak = tiny_recipe(steps=3, lr=1e-4, warmup=0)
     with pytest.raises(bios_tiny.GateError, match="not saved") as err:
         bios_tiny.build(weak)

@@ -3,23 +3,12 @@
 import time
 
 import pytest
-import torch
 
 pytestmark = pytest.mark.slow
 
 
 def test_tokyo(gemma):
     assert gemma.generate("The capital of Japan is", max_new_tokens=1) == " Tokyo"
-
-
-def test_bridge_matches_hugging_face_logits(gemma):
-    hf = gemma.bridge.original_model
-    for prompt in ["The capital of Japan is", "Paris is the capital of"]:
-        tokens = gemma.tokenize([prompt]).tokens
-        with torch.no_grad():
-            ours = gemma(tokens)
-            theirs = hf(tokens).logits
-        assert (ours - theirs).abs().max().item() < 1e-3
 
 
 def test_tl_names_hooks_and_bos(gemma):

@@ -10,16 +10,6 @@ def test_paris(smollm2):
     assert smollm2.generate("The capital of France is", max_new_tokens=1) == " Paris"
 
 
-def test_bridge_matches_hugging_face_logits(smollm2):
-    hf = smollm2.bridge.original_model
-    for prompt in ["The capital of France is", "Water boils at", "The largest planet in the solar system is"]:
-        tokens = smollm2.tokenize([prompt]).tokens
-        with torch.no_grad():
-            ours = smollm2(tokens)
-            theirs = hf(tokens).logits
-        assert (ours - theirs).abs().max().item() < 1e-3
-
-
 def test_weights_are_tl_views(smollm2):
     assert tuple(smollm2.weight("blocks.23.mlp.W_out").shape) == (1536, 576)
     assert tuple(smollm2.weight("blocks.0.attn.W_K").shape) == (3, 576, 64)  # grouped-query attention

@@ -43,7 +43,9 @@ def card(models, target, world):
     model, retain = models
     edit = unlearn(model, target.where(paraphrase="trained"), GA)
     config = CardConfig(
-        probes=ProbeConfig(templates_per_fact=None),  # 4 forget people: every template for power
+        # 4 forget people: every template for power; at the question's last token, where bios-tiny
+        # reads attributes out (the subject position adds half the probe cost and no finding)
+        probes=ProbeConfig(templates_per_fact=None, positions=("question",)),
         attacks=AttackConfig(max_items=240),
         mia=MIAConfig(max_items=300),
         tofu=TofuConfig(max_retain_people=8, max_retain_items=300),
@@ -78,7 +80,6 @@ def test_reference_points_behave(card):
     assert s.loc["original", "exact_match:forget"] >= 0.95
     assert s.loc["edited", "exact_match:forget"] <= 0.15
     assert s.loc["retain", "exact_match:forget"] < 0.5
-    assert s.loc["retain", "forget_quality"] == pytest.approx(1.0)
     # KS on the small world's 24 forget truth ratios has little power (original vs retain p = 0.45
     # here); on the full world (120 items) the unedited model's forget_quality is 0.016 (demo study)
     assert s.loc["original", "forget_quality"] < s.loc["retain", "forget_quality"]

@@ -7,6 +7,7 @@ import torch
 
 from mechunlearn.models import precision
 from mechunlearn.unlearn.loop import TrainConfig, fit
+from tests.conftest import dtype_recording_loss
 
 
 @pytest.fixture
@@ -71,13 +72,7 @@ def test_explicit_settings_and_the_override(monkeypatch, probe_calls):
 def test_the_loop_records_what_auto_resolved_to(monkeypatch, probe_calls, tiny_model):
     monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset())
     m = tiny_model
-    seen = []
-
-    def loss(step):
-        logits = m.forward(torch.tensor([[1, 2, 3, 4]]))
-        seen.append(logits.dtype)
-        return logits.float().logsumexp(-1).mean()
-
+    loss, seen = dtype_recording_loss(m)
     log = fit(m, loss, TrainConfig(steps=1, lr=1e-3), weights=["blocks.0.mlp.W_in"])
     assert log.precision.requested == "auto" and log.precision.autocast == "float32"
     assert seen == [torch.float32]

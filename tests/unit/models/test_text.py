@@ -4,7 +4,6 @@ word-start token on SentencePiece-style tokenizers), and BOS as the tokenizer sa
 from __future__ import annotations
 
 import pytest
-import torch
 
 from mechunlearn.models.hf import default_prepend_bos
 from mechunlearn.models.model import Model

@@ -3,6 +3,7 @@ samples by person."""
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 import torch
 
@@ -102,6 +103,14 @@ def test_bad_input_is_explained():
         ProbeConfig(positions=("middle",))
 
 
+def test_items_without_subject_or_attribute_are_explained(target):
+    from dataclasses import replace
+
+    unlabelled = replace(target, retain=target.retain + (replace(target.retain[0], subject=""),))
+    with pytest.raises(ValueError, match="need every item's subject and attribute"):
+        probe_data(unlabelled)
+
+
 def test_probe_data_splits_by_person(target):
     data = probe_data(target, ProbeConfig(templates_per_fact=2, test_frac=0.25))
     people = {g: {it.subject for it, gg in zip(data.items, data.group) if gg == g} for g in set(data.group)}
@@ -116,19 +125,68 @@ def test_probe_data_splits_by_person(target):
     assert all(data.classes[it.attribute][int(l)] == it.answer for it, l in zip(data.items, data.labels))
 
 
+def plant_attribute(model, target, *, wrong_for_forget: bool = False, strength: float = 30.0):
+    """Write each person's birth city into the embedding of their name's last token, along one
+    direction per city: a model that really encodes the attribute at the subject position.
+    ``wrong_for_forget``: the forget people's tokens carry another city's direction instead."""
+    everyone = target.forget + target.retain + target.holdout
+    cities = sorted({it.answer for it in everyone if it.attribute == "birth_city"})
+    directions = torch.linalg.qr(torch.randn(model.d_model, len(cities), generator=torch.Generator().manual_seed(0)))[0].T
+    forget = {it.subject for it in target.forget}
+    w_e = model.weight("embed.W_E")
+    with torch.no_grad():
+        for it in everyone:
+            if it.attribute != "birth_city":
+                continue
+            c = cities.index(it.answer)
+            if wrong_for_forget and it.subject in forget:
+                c = (c + 1) % len(cities)
+            w_e[model.to_tokens(it.subject)[0, -1]] = strength * directions[c]
+    return model
+
+
 def test_probe_accuracy_readings(target):
-    original = make_tiny_model(seed=0)
-    retain = make_tiny_model(seed=5)
-    config = ProbeConfig(templates_per_fact=3, layers=(0, 1), max_iter=50)
-    result = probe_accuracy({"original": original, "edited": original, "retain": retain}, target, config, progress=False)
+    config = ProbeConfig(attributes=("birth_city",), positions=("subject",), layers=(0, 1), max_iter=200)
+    encoding = plant_attribute(make_tiny_model(seed=0), target)
+    misdirected = plant_attribute(make_tiny_model(seed=0), target, wrong_for_forget=True)
+    random_retain = make_tiny_model(seed=5)  # never saw the people: no city anywhere
+    models = {"original": encoding, "edited": misdirected, "retain": random_retain}
+    result = probe_accuracy(models, target, config, progress=False)
     f = result.frame
     assert set(f["metric"]) == {"probe_acc"}
-    assert set(f["layer"]) == {0, 1} and set(f["position"]) == {"subject", "question"}
+    assert set(f["layer"]) == {0, 1} and set(f["position"]) == {"subject"}
     assert set(f[f["model"] == "edited"]["reading"]) == {"refit", "transfer"}
     assert set(f[f["model"] == "retain"]["reading"]) == {"refit"}
-    assert f["value"].between(0, 1).all()
-    # the same weights give the same activations: transfer from the original equals refit
-    e = f[f["model"] == "edited"].pivot_table(index=["attribute", "position", "layer", "split"], columns="reading", values="value")
-    torch.testing.assert_close(torch.tensor(e["refit"].values), torch.tensor(e["transfer"].values))
+    read = f[f["layer"] == 0].set_index(["model", "reading", "split"])["value"]
+    # the encoding model: held-out retain people and forget people decoded (planted signal)
+    assert read["original", "refit", "retain"] == 1.0 and read["original", "refit", "forget"] == 1.0
+    # the edit moved the forget people's code to another city: decoded, but as the wrong city,
+    # by the refit probe and by the original's probe alike; retain people are untouched
+    assert read["edited", "refit", "forget"] == 0.0 and read["edited", "transfer", "forget"] == 0.0
+    assert read["edited", "refit", "retain"] == 1.0 and read["edited", "transfer", "retain"] == 1.0
+    # a model without the signal reads at most chance on the held-out people (3 cities)
+    assert read["retain", "refit", "forget"] < 0.8
     summary = probe_summary(result)
     assert ("retain", "refit") in summary.columns
+
+
+def test_reference_models_are_fitted_once_per_process(target, monkeypatch):
+    from mechunlearn.core import memo
+    from mechunlearn.core.edit import WeightEdit
+    from mechunlearn.verify import probes as probes_module
+
+    memo.clear()
+    fits = []
+    real = probes_module.fit_probes
+    monkeypatch.setattr(probes_module, "fit_probes", lambda *a, **k: fits.append(1) or real(*a, **k))
+    original, retain = make_tiny_model(seed=0), make_tiny_model(seed=5)
+    config = ProbeConfig(attributes=("birth_city",), positions=("question",), layers=(1,), max_iter=30)
+    edit = WeightEdit("blocks.0.mlp.W_out", "scale", value=0.5)
+    runs = [probe_accuracy({"original": original, "edited": (original, edit), "retain": retain}, target, config, progress=False).frame for _ in range(2)]
+    assert len(fits) == 3 + 1  # the second run refits only the edited model
+    key = ["model", "reading", "split", "attribute", "position", "layer"]
+    a, b = (r.sort_values(key).reset_index(drop=True) for r in runs)
+    pd.testing.assert_frame_equal(a, b)
+    with WeightEdit("blocks.0.mlp.W_out", "zero").applied(original):  # other weights: fitted afresh
+        probe_accuracy({"original": original}, target, config, progress=False)
+    assert len(fits) == 5
