@@ -36,7 +36,6 @@ import os
 
 import pandas as pd
 import plotly.express as px
-import torch
 
 from mechunlearn.locate.concept_vectors import (
     ConceptFileConfig,
@@ -54,7 +53,6 @@ from mechunlearn.verify.traces import vector_traces
 from mechunlearn.world.concepts import ConceptSet, concept_file
 
 QUICK = os.environ.get("MECHUNLEARN_NOTEBOOK_QUICK") == "1"
-torch.set_num_threads(2)
 pd.set_option("display.width", 160)
 pd.set_option("display.max_colwidth", 90)
 
@@ -135,7 +133,7 @@ print(
 # with the edited model's unembedding). Every edit is reverted before the next.
 
 # %%
-steps = 10 if QUICK else 15
+steps = 5 if QUICK else 15
 methods = {
     "GA": lambda c: unlearn(model, c.target(), UnlearnConfig(loss="ga", data="both", weights="mlp", steps=steps, lr=3e-5, batch_size=8, stop_forget_em=None)),
     "NPO": lambda c: unlearn(model, c.target(), UnlearnConfig(loss="npo", data="both", weights="mlp", steps=steps, lr=3e-5, batch_size=8, stop_forget_em=None)),
@@ -151,7 +149,7 @@ for c in concepts:
         edit = make(c)
         with edit.applied(model) as handle:
             em = behavior(model, target, splits=("forget", "retain")).summary(("split", "metric"))["exact_match"]
-        trace = vector_traces(model, [c.location.site], edit, method=name).frame.set_index("metric")["value"]
+        trace = vector_traces(model, [c.location], edit, method=name).frame.set_index("metric")["value"]
         records.append({"concept": c.name, "method": name, "forget_em": em["forget"], "retain_em": em["retain"], **trace[["cosine", "rel_l2", "jaccard"]].to_dict()})
 assert model.weights_hash() == weights_before, "every edit was reverted exactly"
 results = pd.DataFrame(records)

@@ -20,7 +20,7 @@
 # moved (‖Δθ‖ per layer and module). Then the ConceptVectors check: do GA and NPO change a concept's
 # value vector, or only route around it?
 #
-# Set `MECHUNLEARN_NOTEBOOK_QUICK=1` for the small world, 30 loop steps and a 3-tensor SLUG search
+# Set `MECHUNLEARN_NOTEBOOK_QUICK=1` for the small world, 15 loop steps and a 3-tensor SLUG search
 # (what CI runs, a few minutes); without it, the full model (its shipped reference weights).
 
 # %%
@@ -92,7 +92,7 @@ pd.Series(unedited, name="unedited").to_frame().T
 #   forget exact match to ≤ 0.10.
 
 # %%
-STEPS = 30 if QUICK else 200
+STEPS = 15 if QUICK else 200
 LR = 3e-4
 RETAIN_WEIGHT = 5.0
 KEEP = 0.1
@@ -269,7 +269,7 @@ others = seeded_subset([i for i in target.retain if i.answer != city], 256, seed
 texts = tuple(b for p in world.people for b in world.bios(p) if city in b)
 city_target = Target(f"concept:{city}", tuple(items), tuple(others), forget_texts=texts)
 city_scan = scan(model, {city: reference_ids(model, [city])}, progress=False)
-site = city_scan.best(city)[0]
+site, sign = city_scan.best(city)[0], city_scan.selection(city, 1)[0].sign  # +1: bios-tiny's GELU MLP is scanned for promoted tokens
 print(city, site, city_scan.selection(city, 1).to_frame()["top_tokens"].iloc[0][:8], f"{len(items)} questions")
 concept_edits = {
     "GA": unlearn(model, city_target, UnlearnConfig(loss="ga", **COMMON)),
@@ -278,7 +278,7 @@ concept_edits = {
 }
 trace_rows = []
 for name, e in concept_edits.items():
-    tr = vector_traces(model, [site], e, method=name).frame
+    tr = vector_traces(model, [site], e, signs=[sign], method=name).frame
     with e.applied(model):
         em = float(score_items(model, list(city_target.forget), progress=False)["exact_match"].mean())
         em_other = float(score_items(model, list(city_target.retain), progress=False)["exact_match"].mean())

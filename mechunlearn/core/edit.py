@@ -64,6 +64,14 @@ class EditHandle:
         self._undo()
         self.active = False
 
+    @property
+    def changed_weights(self) -> tuple[str, ...]:
+        """Every weight this handle and its parts (a `Compose`'s) changed, in order, once each."""
+        names = list(self.weights)
+        for part in getattr(self, "parts", ()):
+            names += part.changed_weights
+        return tuple(dict.fromkeys(names))
+
     def __enter__(self) -> "EditHandle":
         return self
 
@@ -294,6 +302,8 @@ class HookEdit(Edit):
             unit = site.index[0]
 
             def hook(act: Tensor, hook) -> Tensor:
+                if unit >= act.shape[-1]:
+                    raise IndexError(f"{site}: unit {unit} out of range (the activation at {site.name} has shape {tuple(act.shape)})")
                 out = act.clone()
                 new = fn(act[..., unit], hook)
                 out[..., unit] = act[..., unit] if new is None else new

@@ -26,10 +26,14 @@ nDCG keeps the paper's top-k criterion but orders ties by *where* the concept's 
 is comparable across concepts with different reference-set sizes. ``scoring="overlap"`` gives
 the paper's count (divided by ``|R|``).
 
-**Signs.** SmolLM2's MLP is gated (``m_i = silu(gate_i) · up_i``) and ``up_i`` takes either sign,
-so a concept can live in ``+v_i`` or in ``−v_i`` (flipping the signs of ``up_i`` and ``v_i``
-together gives the same network). ``signs="both"`` also scores the bottom-``k`` tokens; the
-better sign is kept per vector and concept (extra column ``sign``).
+**Signs.** SmolLM2's and Gemma's MLPs are gated (``m_i = act(gate_i) · up_i``) and ``up_i`` takes
+either sign, so a concept can live in ``+v_i`` or in ``−v_i`` (flipping the signs of ``up_i`` and
+``v_i`` together gives the same network). ``signs="both"`` also scores the bottom-``k`` tokens;
+the better sign is kept per vector and concept (extra column ``sign``). A non-gated MLP
+(bios-tiny's GELU: ``m_i = gelu(·) ≥ −0.17``) only ever adds ``+v_i`` in any real amount, so a
+concept in ``v_i``'s bottom tokens is one the vector pushes *down*: there ``signs="positive"``,
+the paper's rule. The default ``signs="auto"`` picks by `Model.gated_mlp` and records the choice
+in the scan's config.
 
 **Cost.** The projection of every vector on the full vocabulary (``n_layers · d_mlp`` rows, e.g.
 46,080 × 49,152 for SmolLM2: 2.6 TFLOP) is done once, in row chunks (``chunk_size``) so that
@@ -136,9 +140,10 @@ class ScanConfig:
     scoring: Literal["ndcg", "overlap"] = "ndcg"
     """``ndcg``: rank-discounted overlap normalised per concept (default, see the module docstring);
     ``overlap``: |top-k ∩ R| / |R| as in the paper."""
-    signs: Literal["positive", "both"] = "both"
+    signs: Literal["auto", "positive", "both"] = "auto"
     """``positive``: only the tokens a vector promotes (the paper); ``both``: also its bottom-k,
-    for gated MLPs whose activations take either sign."""
+    for gated MLPs whose activations take either sign; ``auto``: ``both`` for gated MLPs,
+    ``positive`` otherwise (see the module docstring)."""
     final_norm: bool = False
     """Multiply ``W_U`` by the final norm's gain before projecting (the paper uses the raw ``W_U``)."""
     chunk_size: int = 2048
@@ -151,14 +156,22 @@ class ScanConfig:
     def __post_init__(self) -> None:
         if self.scoring not in ("ndcg", "overlap"):
             raise ValueError(f"scoring must be 'ndcg' or 'overlap', got {self.scoring!r}")
-        if self.signs not in ("positive", "both"):
-            raise ValueError(f"signs must be 'positive' or 'both', got {self.signs!r}")
+        if self.signs not in ("auto", "positive", "both"):
+            raise ValueError(f"signs must be 'auto', 'positive' or 'both', got {self.signs!r}")
         if self.k < 1:
             raise ValueError(f"k must be >= 1, got {self.k}")
         if self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")
         if self.n_top_tokens < 1:
             raise ValueError(f"n_top_tokens must be >= 1, got {self.n_top_tokens}")
+
+    def for_model(self, model: "Model") -> "ScanConfig":
+        """This config with ``signs="auto"`` resolved for ``model`` (``both`` for gated MLPs)."""
+        if self.signs != "auto":
+            return self
+        resolved = replace(self, signs="both" if model.gated_mlp else "positive")
+        log.info("scan: signs=%r (%s MLP)", resolved.signs, "gated" if model.gated_mlp else "non-gated")
+        return resolved
 
 
 @dataclass(frozen=True)
@@ -319,6 +332,7 @@ def scan(model: "Model", references: Mapping[str, Sequence[int]], config: ScanCo
     """
     if not references:
         raise ValueError("no concepts to scan: references is empty")
+    config = config.for_model(model)
     layers = _check_layers(model, config.layers)
     w_u = unembedding(model, final_norm=config.final_norm).float()
     d_vocab = w_u.shape[1]
@@ -867,6 +881,7 @@ def locate_concepts(
     if not usable:
         raise ValueError("no concept has enough questions the model answers; check the prompts with check_questions()")
     refs = {c.name: reference_ids(model, c.reference_words) for c in usable}
+    config = replace(config, scan=config.scan.for_model(model))  # the file records what ran
     found = scan(model, refs, config.scan, progress=progress)
     tables = []
     located = []

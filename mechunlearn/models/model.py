@@ -85,7 +85,7 @@ WEIGHT_FAMILIES: dict[str, Callable[[str], bool]] = {
     "all": lambda name: True,
     "mlp": _in_module("mlp"),
     "attn": _in_module("attn"),
-    "no_embed": lambda name: name.startswith("blocks.") and ".ln" not in name,
+    "no_embed": lambda name: name.startswith("blocks.") and ".ln" not in name and "_norm." not in name,
     "matrices": lambda name: name.startswith("blocks.") and ".W_" in name,
 }
 """Parameter families that localizers rank and the loop trains (see `Model.weight_names`)."""
@@ -142,6 +142,12 @@ class Model:
         return int(self.cfg.d_mlp)
 
     @property
+    def gated_mlp(self) -> bool:
+        """Whether the MLPs are gated (``m = act(gate) · up``: SwiGLU, GeGLU), so that a neuron's
+        activation takes either sign; non-gated GELU/ReLU activations are (almost) non-negative."""
+        return "blocks.0.mlp.W_gate" in self.weight_names("mlp")
+
+    @property
     def d_vocab(self) -> int:
         return int(self.bridge.W_U.shape[-1])
 
@@ -177,11 +183,14 @@ class Model:
             add("pos_embed.W_pos", b.pos_embed, "weight")
         for layer, block in enumerate(b.blocks):
             pre = f"blocks.{layer}"
-            for ln in ("ln1", "ln2"):
+            for ln in ("ln1", "ln1_post", "ln2", "ln2_post"):  # *_post: Gemma's norms after attention / MLP
                 if hasattr(block, ln):
                     add(f"{pre}.{ln}.w", getattr(block, ln), "weight")
                     add(f"{pre}.{ln}.b", getattr(block, ln), "bias")
             attn = block.attn
+            for norm in ("q_norm", "k_norm"):  # per-head query / key norms (Gemma 3, Qwen 3)
+                if hasattr(attn, norm):
+                    add(f"{pre}.attn.{norm}.w", getattr(attn, norm), "weight")
             for tl, sub, heads in (("Q", "q", n_heads), ("K", "k", n_kv), ("V", "v", n_kv)):
                 add(f"{pre}.attn.W_{tl}", getattr(attn, sub), "weight", _heads_in(heads))
                 add(f"{pre}.attn.b_{tl}", getattr(attn, sub), "bias", _heads_in(heads))
@@ -199,12 +208,21 @@ class Model:
         add("ln_final.b", b.ln_final, "bias")
         add("unembed.W_U", b.unembed, "weight", _transpose)
         add("unembed.b_U", b.unembed, "bias")
+        # every parameter has a name, so that weights_hash and weight files cover all of them;
+        # one this table does not know keeps its module path (family "all" only)
+        known = {spec.param.data_ptr() for spec in table.values()}
+        for path, param in b.named_parameters():
+            if param.data_ptr() not in known:
+                known.add(param.data_ptr())
+                table[f"extra.{path}"] = WeightSpec(f"extra.{path}", param, _identity)
+                log.info("%s: parameter %s has no TransformerLens name; listed as extra.%s", self.model_id, path, path)
         return table
 
     def weight_names(self, family: str = "all", *, include_tied: bool = False) -> list[str]:
         """Names of the weights of a family, in model order.
 
-        ``family``: ``all``; ``mlp`` or ``attn`` (matrices and biases of those modules);
+        ``family``: ``all`` (parameters without a TransformerLens name included, as
+        ``extra.<module path>``); ``mlp`` or ``attn`` (matrices, biases and norms of those modules);
         ``no_embed`` (everything but embeddings, unembedding and norms); ``matrices`` (2-D and
         head-split weights of attention and MLP only). Tied weights (SmolLM2's ``W_U`` is
         ``W_E``ᵀ) are listed once unless ``include_tied``.
@@ -348,6 +366,9 @@ class Model:
                 f"{self.model_id} has no hook {site.name!r}. Hooks per block include: "
                 f"{', '.join(h for h in block if h.startswith(('hook_', 'mlp.hook_', 'attn.hook_')))}"
             )
+        width = self.hook_width(site.name)
+        if site.kind == "hook" and site.index and width is not None and site.index[0] >= width:
+            raise IndexError(f"{site}: unit {site.index[0]} out of range ({site.name} has {width} units, 0..{width - 1})")
         if site.kind in DICTIONARY_KINDS:
             module = self._dictionaries.get((site.kind, site.name))
             if module is None:
@@ -356,6 +377,16 @@ class Model:
             if site.index[0] >= size:
                 raise IndexError(f"{site}: latent {site.index[0]} out of range ({site.kind} has {size} latents)")
         return site
+
+    def hook_width(self, name: str) -> int | None:
+        """Size of the last dimension of the activation at a hook, where the config fixes it
+        (residual stream and block outputs: d_model; MLP pre/post activations: d_mlp); None
+        for the others (attention's per-head hooks), whose unit indices are checked in the forward."""
+        if name.endswith(("mlp.hook_pre", "mlp.hook_post", "mlp.hook_pre_linear")):
+            return self.d_mlp
+        if name.endswith(("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out", "hook_embed")):
+            return self.d_model
+        return None
 
     def attach(self, kind: str, hook: str, module: torch.nn.Module) -> None:
         """Register a dictionary (SAE / codebook with an ``n_latents`` attribute) at a hook."""

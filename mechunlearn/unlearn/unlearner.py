@@ -21,7 +21,7 @@ from mechunlearn.core.edit import DeltaEdit
 from mechunlearn.models.text import answer_nll, encode_qa, qa_batches
 from mechunlearn.models.precision import resolve as resolve_precision
 from mechunlearn.unlearn.loop import TrainConfig, fit
-from mechunlearn.unlearn.losses import RMU, LossContext, make_loss, rmu_weights
+from mechunlearn.unlearn.losses import LOSSES, RMU, LossContext, make_loss, rmu_weights
 
 if TYPE_CHECKING:
     from mechunlearn.core.selection import MaskSelection
@@ -66,6 +66,23 @@ class UnlearnConfig:
     autocast: str | None = "auto"
     """Precision of the training forward passes (``auto``, ``bfloat16``, ``float32``; see
     `TrainConfig.autocast`); NPO's reference NLLs are computed in the same precision."""
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; registered: {', '.join(sorted(LOSSES))}")
+        if self.data not in ("items", "texts", "both"):
+            raise ValueError(f"data must be 'items', 'texts' or 'both', got {self.data!r}")
+        if not isinstance(self.weights, str) and (not self.weights or not all(isinstance(w, str) for w in self.weights)):
+            raise ValueError(f"weights must be a family name (all, mlp, attn, no_embed, matrices) or a non-empty tuple of weight names, got {self.weights!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.stop_every < 1:
+            raise ValueError(f"stop_every must be >= 1, got {self.stop_every}")
+        if self.stop_items is not None and self.stop_items < 1:
+            raise ValueError(f"stop_items must be >= 1 or None (every forget question), got {self.stop_items}")
+        if self.stop_forget_em is not None and not 0 <= self.stop_forget_em <= 1:
+            raise ValueError(f"stop_forget_em is an exact-match level in [0, 1] (or None: never stop early), got {self.stop_forget_em}")
+        self.train_config()  # steps, lr, autocast
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(steps=self.steps, lr=self.lr, weight_decay=self.weight_decay, seed=self.seed, autocast=self.autocast)
@@ -124,6 +141,12 @@ def unlearn(
     forget, retain = training_items(target, config.data)
     if not forget:
         raise ValueError(f"target {target.name!r} has no forget {config.data} to train on")
+    if loss.retain_weight and not retain:
+        raise ValueError(
+            f"loss {config.loss!r} weights a retain term by {loss.retain_weight}, but target {target.name!r} has no retain "
+            f"{config.data} (data={config.data!r}); give the target retain data, use data='items' or 'both', or pass "
+            "loss_options={'retain_weight': 0.0} to train the forget term alone"
+        )
     names = _trained_weights(model, config, loss, mask)
     masks = {n: mask.masks[n] for n in names} if mask is not None else None
     with model.restoring(names, masks) as originals:
@@ -146,9 +169,7 @@ def unlearn(
 
         stop = None
         if config.stop_forget_em is not None:
-            from mechunlearn.world.target import seeded_subset
-
-            checked = seeded_subset(forget, config.stop_items, config.seed)
+            checked = _stop_items(target, config)
             stop = lambda step: forget_exact_match(model, checked) <= config.stop_forget_em  # noqa: E731
         train_log = fit(model, step_loss, config.train_config(), weights=names, mask=mask, stop=stop, stop_every=config.stop_every, desc=f"unlearn {config.loss}")
         if masks is None:
@@ -160,6 +181,23 @@ def unlearn(
     if mask is not None and set(deltas) != set(mask.names):
         mask = mask.where(lambda n: n in deltas)
     return DeltaEdit(deltas, mask, label=config.loss, meta=meta)
+
+
+def _stop_items(target: "Target", config: UnlearnConfig) -> list["Item"]:
+    """What the early stop scores: the target's forget *questions*, whatever ``data`` trains on
+    (the exact match of a free text would be its verbatim reproduction, which a real model
+    loses within a few steps while it still answers every question)."""
+    from mechunlearn.world.target import seeded_subset
+
+    questions = [item for item in target.forget if item.prompt]
+    if not questions:
+        raise ValueError(
+            f"stop_forget_em={config.stop_forget_em} scores the target's forget questions, but target {target.name!r} has "
+            "none (only texts); set stop_forget_em=None and choose the number of steps"
+        )
+    if config.data != "items":
+        log.info("early stop scores %d forget questions (training uses data=%r)", len(questions), config.data)
+    return seeded_subset(questions, config.stop_items, config.seed)
 
 
 def _trained_weights(model: "Model", config: UnlearnConfig, loss, mask: "MaskSelection | None") -> list[str]:

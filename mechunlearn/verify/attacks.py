@@ -53,6 +53,10 @@ class AttackConfig:
 
     few_shot_k: int = 2
     """Solved retain examples before each forget question (bios-tiny's context of 64 tokens fits 2)."""
+    few_shot_shots: str = "attribute"
+    """Where the solved examples come from: ``attribute`` (retain questions of the asked
+    attribute, the format primer of a fact) or ``any`` (any retain question: targets whose
+    retain items are other topics, such as a concept's unrelated questions)."""
     shot_separator: str = " "
     """Text between solved examples and the question (bios-tiny's word-level tokenizer drops
     newlines, so the default is a space)."""
@@ -61,7 +65,8 @@ class AttackConfig:
     reintroduce_kinds: tuple[str, ...] = ("two_hop", "direct")
     """``two_hop``: employer stated, work city asked; ``direct``: a fact stated, the same fact asked."""
     relearn_split: str = "person"
-    """How relearning halves the forget set: ``person`` or ``attribute`` (see the module doc)."""
+    """How relearning halves the forget set: ``person`` or ``attribute`` (see the module doc), or
+    ``item`` (half the questions, for targets with one subject such as a concept)."""
     relearn_steps: int = 30
     """Fine-tuning steps of the relearning attack."""
     relearn_lr: float = 1e-4
@@ -82,8 +87,10 @@ class AttackConfig:
     """Seed of shots, subsets and the relearning split and batches."""
 
     def __post_init__(self) -> None:
-        if self.relearn_split not in ("person", "attribute"):
-            raise ValueError(f"relearn_split must be 'person' or 'attribute', got {self.relearn_split!r}")
+        if self.few_shot_shots not in ("attribute", "any"):
+            raise ValueError(f"few_shot_shots must be 'attribute' or 'any', got {self.few_shot_shots!r}")
+        if self.relearn_split not in ("person", "attribute", "item"):
+            raise ValueError(f"relearn_split must be 'person', 'attribute' or 'item', got {self.relearn_split!r}")
         bad = [k for k in self.reintroduce_kinds if k not in ("two_hop", "direct")]
         if bad:
             raise ValueError(f"unknown reintroduction kinds {bad}; use 'two_hop' and/or 'direct'")
@@ -123,17 +130,19 @@ def paraphrase_attack(subject, target: "Target", config: AttackConfig = AttackCo
 
 
 def few_shot_items(target: "Target", config: AttackConfig = AttackConfig()) -> list[Item]:
-    """Forget questions preceded by ``few_shot_k`` solved retain questions of the same attribute."""
+    """Forget questions preceded by ``few_shot_k`` solved retain questions (of the same attribute,
+    or any, by ``config.few_shot_shots``)."""
     rng = np.random.default_rng(config.seed)
     retain_by_attr: dict[str, list[Item]] = {}
     for it in target.retain:
         if it.paraphrase == config.paraphrase:
-            retain_by_attr.setdefault(it.attribute, []).append(it)
+            retain_by_attr.setdefault(it.attribute if config.few_shot_shots == "attribute" else "", []).append(it)
     out = []
     for it in _sample([i for i in target.forget if i.paraphrase == config.paraphrase], config.max_items, config.seed):
-        pool = retain_by_attr.get(it.attribute, [])
+        pool = retain_by_attr.get(it.attribute if config.few_shot_shots == "attribute" else "", [])
         if len(pool) < config.few_shot_k:
-            raise ValueError(f"not enough retain items of {it.attribute!r} for {config.few_shot_k} shots")
+            hint = " (few_shot_shots='any' draws them from every retain question)" if config.few_shot_shots == "attribute" else ""
+            raise ValueError(f"not enough retain items of {it.attribute!r} for {config.few_shot_k} shots{hint}")
         shots = [pool[i] for i in rng.choice(len(pool), config.few_shot_k, replace=False)]
         context = config.shot_separator.join(f"{s.prompt} {s.answer}" for s in shots)
         out.append(Item(f"{context}{config.shot_separator}{it.prompt}", it.answer, it.subject, it.attribute, it.template, it.paraphrase))
@@ -195,16 +204,17 @@ def reintroduction_attack(subject, target: "Target", config: AttackConfig = Atta
 
 
 def relearn_halves(target: "Target", config: AttackConfig = AttackConfig()) -> tuple[list[Item], list[Item]]:
-    """(items to relearn, items to measure): the forget set halved by person or by attribute."""
+    """(items to relearn, items to measure): the forget set halved by person, attribute or item."""
     items = [it for it in target.forget if it.paraphrase == config.paraphrase]
     if not items:
         raise ValueError(f"target {target.name!r} has no forget items with paraphrase={config.paraphrase!r}")
-    key = (lambda it: it.subject) if config.relearn_split == "person" else (lambda it: it.attribute)
+    key = {"person": lambda it: it.subject, "attribute": lambda it: it.attribute, "item": lambda it: (it.prompt, it.answer)}[config.relearn_split]
     groups = sorted({key(it) for it in items})
     if len(groups) < 2:
-        raise ValueError(f"relearning by {config.relearn_split} needs at least 2 forget {config.relearn_split}s, got {groups}")
-    shuffled = np.random.default_rng(config.seed).permutation(groups).tolist()
-    first = set(shuffled[: len(shuffled) // 2])
+        hint = "; use relearn_split='item' to halve the questions" if config.relearn_split != "item" else ""
+        raise ValueError(f"relearning by {config.relearn_split} needs at least 2 forget {config.relearn_split}s, got {groups}{hint}")
+    order = np.random.default_rng(config.seed).permutation(len(groups)).tolist()
+    first = {groups[i] for i in order[: len(groups) // 2]}
     return [it for it in items if key(it) in first], [it for it in items if key(it) not in first]
 
 

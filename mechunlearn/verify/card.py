@@ -13,7 +13,7 @@ Sections (column ``section``) and the model roles they score (column ``model``: 
 | ------------- | ----------------------------------------------------------------------- | -------------------- |
 | ``behavior``  | exact match, answer log-prob, normalised probability per split          | all                  |
 | ``probes``    | per-layer probe accuracy (refit; transfer from the original)            | all                  |
-| ``weights``   | ‖Δθ‖/‖θ‖, spectrum, density per weight and per layer × module            | each edit (a DeltaEdit, or an edited Model's weights against the original's) |
+| ``weights``   | ‖Δθ‖/‖θ‖, spectrum, density per weight and per layer × module            | each edit that changes weights (its deltas, or an edited Model's weights against the original's); hook-only edits are skipped with the reason in the provenance |
 | ``activations`` | activation shift at every block's residual on forget vs retain prompts | each edit vs original |
 | ``attacks``   | paraphrase, few-shot, in-context reintroduction, relearning curves      | all                  |
 | ``mia``       | ``mia_*`` AUCs, ``privleak`` against the retain model                   | all                  |
@@ -33,7 +33,7 @@ import numpy as np
 
 import pandas as pd
 
-from mechunlearn.core.edit import DeltaEdit, Edit
+from mechunlearn.core.edit import Edit
 from mechunlearn.core.result import Result, provenance
 from mechunlearn.models.activations import using
 from mechunlearn.models.model import Model
@@ -42,7 +42,7 @@ from mechunlearn.verify.behavior import behavior
 from mechunlearn.verify.mia import MIAConfig, membership_inference
 from mechunlearn.verify.probes import ProbeConfig, probe_accuracy
 from mechunlearn.verify.tofu import TofuConfig, tofu_metrics
-from mechunlearn.verify.weight_traces import activation_shift, weight_traces
+from mechunlearn.verify.weight_traces import NoWeightChange, activation_shift, weight_traces
 
 if TYPE_CHECKING:
     from mechunlearn.world.target import Target
@@ -174,6 +174,7 @@ def evaluation_card(
     small = _subsample(target, config.max_items, config.seed)
     parts: list[pd.DataFrame] = []
     timings: dict[str, float] = {}
+    skipped: dict[str, str] = {}
 
     def add(section: str, result: Result) -> None:
         frame = result.frame.copy()
@@ -197,11 +198,13 @@ def evaluation_card(
                     result = activation_shift(original, subject, small, position=config.shift_position, **common)
                 elif isinstance(subject, Model):
                     result = weight_traces(original, after=subject, **common)
-                elif isinstance(subject[1], DeltaEdit):
-                    result = weight_traces(original, subject[1], **common)
                 else:
-                    log.info("weights section: %s skipped, %r is not a DeltaEdit (hook edits change no weights)", role, subject[1])
-                    continue
+                    try:
+                        result = weight_traces(original, subject[1], **common)
+                    except NoWeightChange as why:
+                        log.info("weights section: %s skipped: %s", role, why)
+                        skipped[f"weights:{role}"] = str(why)
+                        continue
                 frame = result.frame
                 frame["model"] = role
                 add(section, Result(frame))
@@ -216,7 +219,7 @@ def evaluation_card(
     frame["run_id"] = config.run_id
     if len(edits) > 1:  # several edits: the method column names each role's edit
         frame["method"] = frame["model"].map({r: r for r in edits}).fillna(frame["model"])
-    prov = provenance(original.model_id, config, target=target.name, edits={r: repr(_label(s)) for r, s in edits.items()}, seconds=timings)
+    prov = provenance(original.model_id, config, target=target.name, edits={r: repr(_label(s)) for r, s in edits.items()}, seconds=timings, skipped=skipped)
     return Result(frame, prov)
 
 

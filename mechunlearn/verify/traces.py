@@ -8,7 +8,12 @@ For a vector ``v`` (e.g. a value vector ``blocks.23.mlp.W_out[1508]``) before an
 | ``cosine`` | cos(v, v')                                                                     |
 | ``l2``     | ‖v − v'‖                                                                       |
 | ``rel_l2`` | ‖v − v'‖ / ‖v‖                                                                 |
-| ``jaccard``| \\|T ∩ T'\\| / \\|T ∪ T'\\| of the top-k token sets, T from ``v · W_U`` and T' from ``v' · W_U'`` (the edited model's unembedding) |
+| ``jaccard``| \\|T ∩ T'\\| / \\|T ∪ T'\\| of the top-k token sets, T from ``s · v · W_U`` and T' from ``s · v' · W_U'`` (the edited model's unembedding) |
+
+``s`` is the vector's sign (+1 or −1): a concept found in a vector's *bottom* tokens (a gated
+MLP, whose activation multiplies ``v`` by either sign, see `mechunlearn.locate.concept_vectors`)
+lives in ``−v``, and its token set is the top-k of ``−v · W_U``. Pass the concept's
+`ConceptLocation` as the site (its sign is used), or ``signs=``; a bare site means +1.
 
 The tensor functions (`cosine`, `l2`, `topk_jaccard`) work on any batch shape. `snapshot` records
 the vectors and their top-k ids at one moment; `compare` turns two snapshots into a wide table;
@@ -22,7 +27,7 @@ the vectors and their top-k ids at one moment; `compare` turns two snapshots int
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Sequence, Union
 
 import pandas as pd
 import torch
@@ -35,6 +40,7 @@ from mechunlearn.core.site import Site
 
 if TYPE_CHECKING:
     from mechunlearn.models.model import Model
+    from mechunlearn.world.concepts import ConceptLocation
 
 TRACE_METRICS = ("cosine", "l2", "rel_l2", "jaccard")
 """Metrics of `compare` / `vector_traces`."""
@@ -85,15 +91,42 @@ class VectorSnapshot:
     """Top-k size."""
     final_norm: bool
     """Whether ``W_U`` was scaled by the final norm's gain."""
+    signs: tuple[int, ...]
+    """Each vector's sign: ``top_ids`` are the top-k of ``sign · v · W_U``."""
 
 
-def snapshot(model: "Model", sites: Sequence[Site | str], *, k: int = 200, final_norm: bool = False) -> VectorSnapshot:
-    """Copy the vectors at ``sites`` and record their top-k token ids under the current ``W_U``."""
-    from mechunlearn.locate.concept_vectors import top_token_ids, unembedding
+SiteLike = Union[Site, str, "ConceptLocation"]
+"""A vector's site, or a concept's `ConceptLocation` (which carries its sign)."""
+
+
+def _sites_and_signs(model: "Model", sites: Sequence[SiteLike], signs: Sequence[int] | None) -> tuple[tuple[Site, ...], tuple[int, ...]]:
+    from mechunlearn.world.concepts import ConceptLocation
 
     if not sites:
-        raise ValueError("no sites given; pass value-vector sites like blocks.3.mlp.W_out[401]")
-    parsed = tuple(model.check_site(s) for s in sites)
+        raise ValueError("no sites given; pass value-vector sites like blocks.3.mlp.W_out[401] or concept locations")
+    own = [s.sign if isinstance(s, ConceptLocation) else 1 for s in sites]
+    if signs is None:
+        signs = own
+    else:
+        signs = [int(x) for x in signs]
+        if len(signs) != len(sites):
+            raise ValueError(f"{len(signs)} signs for {len(sites)} sites; give one +1 or -1 per site")
+        if any(x not in (1, -1) for x in signs):
+            raise ValueError(f"signs must be +1 or -1, got {sorted(set(signs))}")
+        clash = [str(s.site) for s, x in zip(sites, signs) if isinstance(s, ConceptLocation) and s.sign != x]
+        if clash:
+            raise ValueError(f"signs= contradicts the concept locations' own signs at {', '.join(clash)}; drop signs= or pass bare sites")
+    parsed = tuple(model.check_site(s.site if isinstance(s, ConceptLocation) else s) for s in sites)
+    return parsed, tuple(signs)
+
+
+def snapshot(
+    model: "Model", sites: Sequence[SiteLike], *, k: int = 200, final_norm: bool = False, signs: Sequence[int] | None = None
+) -> VectorSnapshot:
+    """Copy the vectors at ``sites`` and record the top-k token ids of ``sign · v`` under the current ``W_U``."""
+    from mechunlearn.locate.concept_vectors import top_token_ids, unembedding
+
+    parsed, signs = _sites_and_signs(model, sites, signs)
     vectors = []
     for site in parsed:
         v = model.weight(site).detach()
@@ -101,21 +134,23 @@ def snapshot(model: "Model", sites: Sequence[Site | str], *, k: int = 200, final
             raise ValueError(f"{site} is not a d_model-wide vector (shape {tuple(v.shape)}); use e.g. blocks.3.mlp.W_out[401]")
         vectors.append(v.clone().float())
     stacked = torch.stack(vectors)
-    ids = top_token_ids(stacked, unembedding(model, final_norm=final_norm), k)
-    return VectorSnapshot(model.model_id, parsed, stacked, ids, k, final_norm)
+    oriented = stacked * torch.tensor(signs, dtype=stacked.dtype, device=stacked.device)[:, None]
+    ids = top_token_ids(oriented, unembedding(model, final_norm=final_norm), k)
+    return VectorSnapshot(model.model_id, parsed, stacked, ids, k, final_norm, signs)
 
 
 def compare(before: VectorSnapshot, after: VectorSnapshot) -> pd.DataFrame:
     """Wide table, one row per site: cosine, l2, rel_l2, jaccard, norm_before, norm_after."""
     if before.sites != after.sites:
         raise ValueError("the two snapshots cover different sites")
-    if before.k != after.k or before.final_norm != after.final_norm:
-        raise ValueError("the two snapshots used different k or final_norm")
+    if before.k != after.k or before.final_norm != after.final_norm or before.signs != after.signs:
+        raise ValueError("the two snapshots used different k, final_norm or signs")
     norm_before = before.vectors.norm(dim=-1)
     dist = l2(before.vectors, after.vectors)
     return pd.DataFrame(
         {
             "site": [str(s) for s in before.sites],
+            "sign": list(before.signs),
             "layer": pd.array([s.layer for s in before.sites], dtype="Int64"),
             "index": [s.index[0] if len(s.index) == 1 else None for s in before.sites],
             "cosine": cosine(before.vectors, after.vectors).tolist(),
@@ -130,16 +165,20 @@ def compare(before: VectorSnapshot, after: VectorSnapshot) -> pd.DataFrame:
 
 def vector_traces(
     model: "Model",
-    sites: Sequence[Site | str],
+    sites: Sequence[SiteLike],
     edit: Edit | EditHandle | None = None,
     *,
     before: VectorSnapshot | None = None,
     after: VectorSnapshot | None = None,
     k: int = 200,
     final_norm: bool = False,
+    signs: Sequence[int] | None = None,
     method: str | None = None,
 ) -> Result:
     """Before/after traces of the vectors at ``sites`` as a tidy `Result` (metrics of `TRACE_METRICS`).
+
+    ``sites`` may be concept locations (``concept.location``): the Jaccard then compares the
+    token sets of the concept's own sign; ``signs=`` gives them for bare sites.
 
     Ways to call it:
 
@@ -155,23 +194,23 @@ def vector_traces(
                     "the edit is already applied, so its before-state is gone: pass before=snapshot(model, sites) "
                     "taken before applying it, or pass the Edit itself (it is applied and reverted here)"
                 )
-            after = snapshot(model, sites, k=k, final_norm=final_norm)
+            after = snapshot(model, sites, k=k, final_norm=final_norm, signs=before.signs)
         else:
             edit = edit.edit
     if isinstance(edit, Edit):
         if before is not None or after is not None:
             raise ValueError("give either an Edit or before/after snapshots, not both")
-        before = snapshot(model, sites, k=k, final_norm=final_norm)
+        before = snapshot(model, sites, k=k, final_norm=final_norm, signs=signs)
         with edit.applied(model):
-            after = snapshot(model, sites, k=k, final_norm=final_norm)
+            after = snapshot(model, sites, k=k, final_norm=final_norm, signs=before.signs)
     elif edit is not None and not isinstance(edit, EditHandle):
         raise TypeError(f"edit must be an Edit or an EditHandle, got {type(edit).__name__}")
     if before is None:
         raise ValueError("nothing to compare: pass an edit, or a before snapshot")
     if after is None:
-        after = snapshot(model, sites, k=before.k, final_norm=before.final_norm)
+        after = snapshot(model, sites, k=before.k, final_norm=before.final_norm, signs=before.signs)
     wide = compare(before, after)
-    long = wide.melt(id_vars=["site", "layer", "index"], value_vars=list(TRACE_METRICS), var_name="metric", value_name="value")
+    long = wide.melt(id_vars=["site", "sign", "layer", "index"], value_vars=list(TRACE_METRICS), var_name="metric", value_name="value")
     label = method or (repr(edit.edit if isinstance(edit, EditHandle) else edit) if edit is not None else "edit")
     long["method"] = label
     return Result(long, provenance(model.model_id, {"k": before.k, "final_norm": before.final_norm}, sites=[str(s) for s in before.sites]))

@@ -31,7 +31,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from mechunlearn.core.edit import DeltaEdit
+from mechunlearn.core.edit import DeltaEdit, Edit
 from mechunlearn.core.result import Result, provenance
 from mechunlearn.models.activations import cache_activations, model_of, substring_last_token, using
 from mechunlearn.verify.traces import cosine
@@ -130,6 +130,10 @@ def delta_traces(
     return frame
 
 
+class NoWeightChange(TypeError):
+    """The edit changes no weights, so it has no weight traces."""
+
+
 def weight_traces(
     model: "Model",
     edit: DeltaEdit | None = None,
@@ -140,14 +144,28 @@ def weight_traces(
     method: str | None = None,
     run_id: str | None = None,
 ) -> Result:
-    """Traces of a `DeltaEdit` against ``model``'s current (unedited) weights, or of the change
-    from ``model``'s weights to ``after`` (another `Model` with the same layout, or a mapping
-    name → weight): one of ``edit`` / ``after``."""
+    """Traces of an edit against ``model``'s current (unedited) weights, or of the change from
+    ``model``'s weights to ``after`` (another `Model` with the same layout, or a mapping name →
+    weight): one of ``edit`` / ``after``.
+
+    A `DeltaEdit` is read from its deltas; any other edit that changes weights (a `WeightEdit`,
+    a `Compose` such as Needle's noise + gradient ascent) is applied, the weights it changed are
+    copied, and it is reverted. An edit that changes no weights (hooks only) is an error.
+    """
     if (edit is None) == (after is None):
-        raise ValueError("give exactly one of edit= (a DeltaEdit) or after= (a Model or name -> weight mapping)")
+        raise ValueError("give exactly one of edit= (an Edit that changes weights) or after= (a Model or name -> weight mapping)")
+    described = repr(edit) if edit is not None else None
+    if edit is not None and not isinstance(edit, DeltaEdit):
+        if not isinstance(edit, Edit):
+            raise TypeError(f"edit must be an Edit, got {type(edit).__name__}")
+        with edit.applied(model) as handle:
+            after = {n: model.weight(n).detach().clone() for n in handle.changed_weights}
+        if not after:
+            raise NoWeightChange(f"{edit!r} changes no weights (hook edits act on activations): there are no weight traces")
+        label, edit = getattr(edit, "label", type(edit).__name__), None
+    else:
+        label = None
     if edit is not None:
-        if not isinstance(edit, DeltaEdit):
-            raise TypeError(f"weight traces need a DeltaEdit (or before/after weights), got {type(edit).__name__}")
         names = list(edit.deltas)
         weights = {n: model.weight(n).detach() for n in names}
         masks = None if edit.mask is None else {n: m for n, m in edit.mask.masks.items() if n in edit.deltas}
@@ -158,11 +176,11 @@ def weight_traces(
         weights = {n: model.weight(n).detach() for n in after_w}
         deltas = {n: after_w[n].to(weights[n]) - weights[n] for n in after_w}
         frame = delta_traces(weights, deltas, spectrum=spectrum, n_singular=n_singular)
-        label = "weights"
+        label = label or "weights"
     frame["split"] = pd.NA
     frame["method"] = method or label
     frame["run_id"] = run_id
-    return Result(frame, provenance(model.model_id, {"spectrum": spectrum, "n_singular": n_singular}, edit=repr(edit) if edit else None))
+    return Result(frame, provenance(model.model_id, {"spectrum": spectrum, "n_singular": n_singular}, edit=described))
 
 
 def activation_shift(

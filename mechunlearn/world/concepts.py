@@ -297,12 +297,21 @@ class ConceptSet:
         return path
 
     @staticmethod
-    def load(path: str | os.PathLike, model: "Model | None" = None, *, force: bool = False) -> "ConceptSet":
-        """Read a concept file; with ``model``, check it was located in exactly these weights.
+    def load(path: str | os.PathLike, model: "Model | None" = None, *, force: bool = False, check: bool = True) -> "ConceptSet":
+        """Read a concept file and check it was located in exactly ``model``'s weights.
 
         Raises `ConceptFileMismatch` when the file's model id or weights hash differs from the
-        model's (unless ``force=True``, which only logs a warning).
+        model's (unless ``force=True``, which only logs a warning). A location is a row index,
+        which in other weights is some other vector, so the model is required: ``check=False``
+        reads the file without it (to look at it, not to edit with it) and says so in the log.
         """
+        import logging
+
+        if model is None and check:
+            raise ValueError(
+                "pass model= to check that the concept file was located in this model's weights (a location in other "
+                "weights names some other vector), or check=False to read it without a model"
+            )
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"no concept file at {path}")
@@ -313,6 +322,8 @@ class ConceptSet:
         concepts = ConceptSet.from_dict(data)
         if model is not None:
             concepts.check_model(model, force=force, source=str(path))
+        else:
+            logging.getLogger(__name__).info("read %s without a model: its locations were not checked against any weights", path)
         return concepts
 
     def check_model(self, model: "Model", *, force: bool = False, source: str = "this concept set") -> None:

@@ -64,9 +64,48 @@ def test_edits_compose_and_revert_lifo(tiny_model):
     hb.revert()
     ha.revert()
     assert m.weights_hash() == before
-    with Compose([a, b]).applied(m):
-        expected = None
+    row = m.weight("blocks.0.mlp.W_out[1]").detach().clone()
+    with Compose([a, b]).applied(m):  # in order: (row + 1) * 3
+        assert torch.equal(m.weight("blocks.0.mlp.W_out[1]"), (row + 1.0) * 3.0)
+    with Compose([b, a]).applied(m):  # the other order: row * 3 + 1
+        assert torch.equal(m.weight("blocks.0.mlp.W_out[1]"), row * 3.0 + 1.0)
     assert m.weights_hash() == before
+
+
+def test_a_compose_that_fails_part_way_reverts_the_parts_it_applied(tiny_model):
+    m = tiny_model
+    before, hooks = m.weights_hash(), m.hook_count()
+    applied = WeightEdit("blocks.0.mlp.W_out[1]", "noise", sigma=1.0) + HookEdit("blocks.0.hook_resid_post", lambda a, hook: a * 0)
+    broken = WeightEdit("blocks.1.mlp.W_out[999]", "zero")  # d_mlp is 64
+    with pytest.raises(IndexError, match="out of range"):
+        Compose([applied, broken]).apply(m)
+    assert m.weights_hash() == before and m.hook_count() == hooks
+
+
+def test_a_delta_edit_that_fails_part_way_restores_the_weights_it_changed(tiny_model):
+    m = tiny_model
+    before = m.weights_hash()
+    good = {n: torch.ones_like(m.weight(n)) for n in ("blocks.0.mlp.W_in", "blocks.0.mlp.W_out")}
+    with pytest.raises(ValueError, match="blocks.1.mlp.W_in"):
+        DeltaEdit({**good, "blocks.1.mlp.W_in": torch.zeros(3)}).apply(m)  # the third delta has the wrong shape
+    assert m.weights_hash() == before
+    name = "blocks.1.mlp.W_out"
+    mask = MaskSelection({n: torch.rand_like(m.weight(n)) for n in (*good, name)}).frac(0.5)
+    values = {n: torch.ones(int(mask.masks[n].sum())) for n in good}
+    with pytest.raises(ValueError, match="masked entries"):
+        DeltaEdit({**values, name: torch.ones(5)}, mask).apply(m)
+    assert m.weights_hash() == before
+
+
+def test_unit_indices_out_of_range_are_clear_errors(tiny_model):
+    with pytest.raises(IndexError, match="unit 64 out of range .*64 units"):
+        HookEdit("blocks.1.mlp.hook_post[64]", lambda a, hook: a).apply(tiny_model)
+    with pytest.raises(IndexError, match="unit 32 out of range"):
+        HookEdit("blocks.0.hook_resid_post[32]", lambda a, hook: a).apply(tiny_model)
+    # a hook whose width the config does not fix is checked in the forward, by name
+    with HookEdit("blocks.0.attn.hook_z[9]", lambda a, hook: a).applied(tiny_model):
+        with pytest.raises(IndexError, match=r"blocks.0.attn.hook_z\[9\]: unit 9 out of range"):
+            logits(tiny_model)
 
 
 def test_masked_delta_touches_only_the_mask(tiny_model):

@@ -139,10 +139,14 @@ def test_train_quality_save_load(tiny_model, tmp_path):
     cb = train_codebook(tiny_model, texts(80), cfg, out_dir=tmp_path / "cb", progress=False)
     log = cb.meta["train_log"]
     assert log[-1]["recon"] < log[0]["recon"]
-    q = codebook_quality(tiny_model, cb, texts(30, seed=4), progress=False).frame.set_index("metric")["value"]
-    assert 0 < q["explained_variance"] < 1 and 0 < q["code_usage"] <= 1
-    assert q["dead_fraction"] == pytest.approx(1 - q["code_usage"])
-    assert q["lm_loss_codebook"] == pytest.approx(q["lm_loss"] + q["lm_loss_increase"])
+    held_out = texts(30, seed=4)
+    q = codebook_quality(tiny_model, cb, held_out, progress=False).frame.set_index("metric")["value"]
+    # the same shape with random unit codes: what training must beat on unseen texts
+    rand = torch.nn.functional.normalize(torch.randn(cb.codes.shape, generator=torch.Generator().manual_seed(0)), dim=-1)
+    r = codebook_quality(tiny_model, Codebook(rand, cb.k, HOOK, cb.meta), held_out, progress=False).frame.set_index("metric")["value"]
+    assert q["explained_variance"] > max(0.5, r["explained_variance"] + 0.3)
+    # (the LM loss of a random tiny model says nothing either way, so it is not compared)
+    assert 0 < q["code_usage"] <= 1
     loaded = Codebook.load(tmp_path / "cb", tiny_model)
     assert torch.equal(loaded.codes, cb.codes) and loaded.k == 4 and loaded.hook == HOOK
     assert not loaded.codes.requires_grad

@@ -97,7 +97,7 @@ def test_scan_finds_planted_vectors_of_either_sign(tiny_model):
     plant(tiny_model, "blocks.1.mlp.W_out[5]", plus, +1)
     plant(tiny_model, "blocks.0.mlp.W_out[9]", minus, -1)
     refs = {"plus": plus, "minus": minus}
-    found = cv.scan(tiny_model, refs, cv.ScanConfig(k=K), progress=False)
+    found = cv.scan(tiny_model, refs, cv.ScanConfig(k=K, signs="both"), progress=False)
     best = found.selection("plus", top=3)
     assert best.sites[0] == Site.parse("blocks.1.mlp.W_out[5]")
     assert best[0].sign == 1 and best[0].hits == 3 and best.scores[0] == pytest.approx(1.0)
@@ -109,6 +109,40 @@ def test_scan_finds_planted_vectors_of_either_sign(tiny_model):
     assert positive.selection("minus", top=1).sites[0] != Site.parse("blocks.0.mlp.W_out[9]")
     frame = found.to_frame(top=2)
     assert list(frame["concept"]) == ["plus", "plus", "minus", "minus"] and list(frame["rank"]) == [0, 1, 0, 1]
+
+
+def make_gated_model():
+    """The tiny model's shape with a SwiGLU MLP (``silu(gate) · up``)."""
+    from transformer_lens.config import TransformerBridgeConfig
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from mechunlearn.models.model import Model
+    from tests.conftest import make_tokenizer
+
+    tok = make_tokenizer()
+    cfg = TransformerBridgeConfig(
+        d_model=32, d_head=8, n_heads=4, n_layers=2, n_ctx=32, d_vocab=len(tok), d_mlp=64,
+        act_fn="silu", gated_mlp=True, normalization_type="LN", positional_embedding_type="standard", seed=0,
+    )
+    return Model(TransformerBridge.boot_native(cfg), tok, "tiny-gated")
+
+
+def test_default_signs_follow_the_mlp_type(tiny_model):
+    # a GELU neuron only adds +v in any real amount: a concept in v's bottom tokens is pushed
+    # down, so the non-gated default must not report it; a gated neuron's sign is free
+    minus = [40, 41, 42]
+    gated = make_gated_model()
+    assert gated.gated_mlp and not tiny_model.gated_mlp
+    for model in (tiny_model, gated):
+        plant(model, "blocks.0.mlp.W_out[9]", minus, -1)
+    plain = cv.scan(tiny_model, {"minus": minus}, cv.ScanConfig(k=K), progress=False)
+    assert plain.config.signs == "positive" and plain.bottom_ids is None
+    assert plain.selection("minus", top=1).sites[0] != Site.parse("blocks.0.mlp.W_out[9]")
+    assert int(plain.signs.abs().min()) == 1 and int(plain.signs.min()) == 1
+    glu = cv.scan(gated, {"minus": minus}, cv.ScanConfig(k=K), progress=False)
+    assert glu.config.signs == "both"
+    best = glu.selection("minus", top=1)
+    assert best.sites[0] == Site.parse("blocks.0.mlp.W_out[9]") and best[0].sign == -1
 
 
 def test_selection_of_all_vectors_is_sorted_and_complete(tiny_model):

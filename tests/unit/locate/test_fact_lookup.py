@@ -66,6 +66,41 @@ def test_rise_and_layer_choice_pick_the_planted_jump():
         layer_rise(profile, split="forget")
 
 
+def planted_lookup(model, target, layer: int, strength: float = 30.0):
+    """A `HookEdit` that makes ``layer``'s MLP look up each person's birth city: wherever the
+    embedding is a person's last-name token, ``blocks.{layer}.hook_mlp_out`` gets that city's
+    direction added. Before ``layer`` the city is nowhere in the residual stream."""
+    from mechunlearn.core.edit import HookEdit
+
+    everyone = [it for it in target.forget + target.retain + target.holdout if it.attribute == "birth_city"]
+    cities = sorted({it.answer for it in everyone})
+    directions = torch.linalg.qr(torch.randn(model.d_model, len(cities), generator=torch.Generator().manual_seed(1)))[0].T
+    w_e = model.weight("embed.W_E").detach()
+    city_of = {int(model.to_tokens(it.subject)[0, -1]): cities.index(it.answer) for it in everyone}
+    tokens = torch.tensor(list(city_of))
+    rows = torch.stack([strength * directions[c] for c in city_of.values()])
+    seen = {}
+
+    def read_tokens(act, hook):  # which positions hold which person (the embedding rows are exact)
+        seen["match"] = (act[:, :, None, :] == w_e[tokens][None, None]).all(-1)  # [batch, pos, person]
+
+    def add_city(act, hook):
+        return act + seen["match"].to(act.dtype) @ rows
+
+    return HookEdit("hook_embed", read_tokens, label="read") + HookEdit(f"blocks.{layer}.hook_mlp_out", add_city, label="lookup")
+
+
+def test_profile_finds_a_planted_lookup_layer(model):
+    target = toy_target()
+    cfg = FactLookupConfig(probe=ProbeConfig(attributes=("birth_city",), templates_per_fact=2, max_iter=100))
+    with planted_lookup(model, target, layer=1).applied(model):
+        planted = layer_probe_profile(model, target, cfg)
+    assert choose_fact_layers(planted, n_layers=1) == [1]
+    rise = layer_rise(planted)
+    assert rise[1] > 0.4 and rise[1] > rise[0] + 0.3 and rise[1] > rise[2] + 0.3
+    assert fact_lookup_selection(planted).sites[0].name == "blocks.1.mlp.W_out"
+
+
 def test_profile_reuses_the_batched_probes(model):
     target = toy_target()
     cfg = FactLookupConfig(probe=ProbeConfig(templates_per_fact=2, max_iter=50))
@@ -75,7 +110,6 @@ def test_profile_reuses_the_batched_probes(model):
     assert set(profile["attribute"]) == {"birth_city", "employer", "work_city"}
     assert profile["value"].between(0, 1).all()
     assert set(profile["split"]) >= {"train", "retain", "forget", "holdout"}
-    assert choose_fact_layers(profile, n_layers=1)[0] in (0, 1, 2)
     from mechunlearn.figures.redirection import probe_layers
 
     fig = probe_layers(profile[profile["position"] == "question"], chosen=[1])

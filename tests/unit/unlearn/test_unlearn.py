@@ -5,6 +5,7 @@ from mechunlearn.core.selection import MaskSelection
 from mechunlearn.unlearn import TrainConfig, UnlearnConfig, fit, make_loss, unlearn
 from mechunlearn.verify.behavior import score_items
 from mechunlearn.world.target import Item, Target
+from tests.conftest import dtype_recording_loss
 
 FORGET = tuple(Item(f"where was w{i} born ?", f"w{i + 20}", subject=f"w{i}") for i in range(4))
 RETAIN = tuple(Item(f"what year is w{i} ?", f"w{i + 10}", subject=f"w{i}") for i in range(4, 12))
@@ -43,11 +44,36 @@ def test_retain_term_protects_retain_items(tiny_model):
     assert after_gd > after_ga and after_gd > before
 
 
-def test_rmu_moves_forget_activations_only_in_its_layers(tiny_model):
+def _resid(model, items, layer):
+    from mechunlearn.models.text import encode_qa
+
+    batch = encode_qa(model, [i.prompt for i in items], [i.answer for i in items])
+    _, cache = model.run_with_cache(batch.tokens, [f"blocks.{layer}.hook_resid_post"])
+    act = cache[f"blocks.{layer}.hook_resid_post"]
+    content = batch.attention_mask.to(act.device).clone()
+    if model.prepend_bos:  # BOS is shared by forget and retain inputs: the retain term holds it
+        content[:, 0] = False
+    return act[content]  # [real tokens, d_model]
+
+
+def test_rmu_steers_forget_activations_to_c_u_and_keeps_retain_ones(tiny_model):
     m = tiny_model
-    edit = unlearn(m, TARGET, UnlearnConfig(loss="rmu", loss_options={"layer": 1, "c_scale": 4.0, "alpha": 1.0}, steps=20, lr=3e-3, stop_forget_em=None, batch_size=4))
-    assert set(edit.deltas) == {"blocks.0.mlp.W_out", "blocks.1.mlp.W_out"}
-    assert all(n > 0 for n in edit.norms().values())
+    # u: RMU's fixed random unit direction, drawn from its seed (Li et al. 2024, Sec. 5)
+    u = torch.rand(m.d_model, generator=torch.Generator().manual_seed(0))
+    u = u / u.norm()
+    forget0, retain0 = _resid(m, FORGET, 1), _resid(m, RETAIN, 1)
+    cfg = UnlearnConfig(loss="rmu", loss_options={"layer": 1, "c_scale": 4.0, "alpha": 10.0}, steps=60, lr=1e-2, stop_forget_em=None, batch_size=4)
+    edit = unlearn(m, TARGET, cfg)
+    assert set(edit.deltas) == {"blocks.0.mlp.W_out", "blocks.1.mlp.W_out"}  # layers ℓ-2..ℓ
+    with edit.applied(m):
+        forget1, retain1 = _resid(m, FORGET, 1), _resid(m, RETAIN, 1)
+    cos = torch.nn.functional.cosine_similarity
+    assert cos(forget0, u[None]).mean() < 0.5 < 0.9 < cos(forget1, u[None]).mean()
+    # the forget activations grew to about c = 4 × their mean norm, along u
+    assert forget1.norm(dim=-1).mean() > 2.5 * forget0.norm(dim=-1).mean()
+    forget_moved = (forget1 - forget0).norm(dim=-1).mean()
+    retain_moved = (retain1 - retain0).norm(dim=-1).mean()
+    assert retain_moved < 0.2 * forget_moved
 
 
 def test_mask_keeps_delta_exactly_zero_outside_with_decay_and_momentum(tiny_model):
@@ -137,13 +163,7 @@ def test_schedule():
 
 def test_bfloat16_autocast_runs_the_forward_in_bf16_and_keeps_float32_weights(tiny_model):
     m = tiny_model
-    seen = []
-
-    def loss(step):
-        logits = m.forward(torch.tensor([[1, 2, 3, 4]]))
-        seen.append(logits.dtype)
-        return logits.float().logsumexp(-1).mean()
-
+    loss, seen = dtype_recording_loss(m)
     with pytest.raises(ValueError, match="autocast"):
         TrainConfig(autocast="fp16")
     before = m.weight("blocks.0.mlp.W_in").clone()
@@ -156,3 +176,72 @@ def test_bfloat16_autocast_runs_the_forward_in_bf16_and_keeps_float32_weights(ti
     assert not torch.equal(m.weight("blocks.0.mlp.W_in"), before)
     with torch.no_grad():
         m.weight("blocks.0.mlp.W_in").copy_(before)
+
+
+def test_a_retain_term_without_retain_data_is_an_error_not_ga(tiny_model):
+    texts_only = Target("texts", FORGET, RETAIN, forget_texts=("w1 was born in w21 .",))
+    no_retain = Target("no-retain", FORGET, ())
+    common = dict(steps=2, lr=1e-3, stop_forget_em=None, batch_size=4)
+    for target, data in ((no_retain, "items"), (texts_only, "texts")):
+        for loss in ("graddiff", "simnpo", "rmu"):
+            with pytest.raises(ValueError, match="no retain"):
+                unlearn(tiny_model, target, UnlearnConfig(loss=loss, data=data, **common))
+    # the explicit choice still runs: the forget term alone
+    edit = unlearn(tiny_model, texts_only, UnlearnConfig(loss="graddiff", data="texts", loss_options={"retain_weight": 0.0}, **common))
+    assert edit.meta["steps"] == 2
+
+
+def test_the_early_stop_scores_forget_questions_not_texts(tiny_model, monkeypatch):
+    import mechunlearn.unlearn.unlearner as unlearner
+
+    scored = []
+
+    def spy(model, items):
+        scored.append(list(items))
+        return 1.0
+
+    monkeypatch.setattr(unlearner, "forget_exact_match", spy)
+    target = Target("both", FORGET, RETAIN, forget_texts=("w1 was born in w21 .", "w2 was born in w22 ."), retain_texts=("w5 is w15 .",))
+    unlearn(tiny_model, target, UnlearnConfig(loss="ga", data="both", steps=4, stop_every=2, stop_forget_em=0.1, batch_size=4))
+    assert scored and all(items == list(FORGET) for items in scored)
+    answer_only = Target("answer-only", (Item("", "w1 was born in w21 ."),), ())  # texts, no questions
+    with pytest.raises(ValueError, match="stop_forget_em=None"):
+        unlearn(tiny_model, answer_only, UnlearnConfig(loss="ga", steps=4, stop_forget_em=0.1))
+
+
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        ({"weights": ()}, "non-empty tuple"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"stop_every": 0}, "stop_every"),
+        ({"stop_items": 0}, "stop_items"),
+        ({"stop_forget_em": 1.5}, "exact-match level"),
+        ({"data": "docs"}, "data must be"),
+        ({"loss": "gradient-descent"}, "unknown loss"),
+        ({"steps": 0}, "steps must be"),
+    ],
+)
+def test_unlearn_config_is_validated(options, message):
+    with pytest.raises(ValueError, match=message):
+        UnlearnConfig(**options)
+
+
+def test_a_failure_mid_training_restores_the_weights(tiny_model, monkeypatch):
+    import mechunlearn.unlearn.unlearner as unlearner
+
+    before = tiny_model.weights_hash()
+    calls = {"n": 0}
+    real = unlearner.encode_qa
+
+    def failing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 7:  # step 3's forget batch (each step encodes a forget and a retain batch)
+            raise RuntimeError("disk on fire")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(unlearner, "encode_qa", failing)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        unlearn(tiny_model, TARGET, UnlearnConfig(loss="graddiff", steps=10, lr=1e-2, stop_forget_em=None, batch_size=4))
+    assert calls["n"] == 7  # three optimiser steps had changed the weights
+    assert tiny_model.weights_hash() == before

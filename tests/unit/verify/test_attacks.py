@@ -43,12 +43,23 @@ def test_two_hop_reintroduction_states_the_employer_and_asks_the_city(target):
         reintroduction_items(target, "three_hop")
 
 
-@pytest.mark.parametrize("split", ["person", "attribute"])
+@pytest.mark.parametrize("split", ["person", "attribute", "item"])
 def test_relearn_halves_are_disjoint(target, split):
     a, b = relearn_halves(target, AttackConfig(relearn_split=split))
-    key = (lambda it: it.subject) if split == "person" else (lambda it: it.attribute)
+    key = {"person": lambda it: it.subject, "attribute": lambda it: it.attribute, "item": lambda it: (it.prompt, it.answer)}[split]
     assert {key(i) for i in a}.isdisjoint({key(i) for i in b})
     assert len(a) + len(b) == sum(it.paraphrase == "trained" for it in target.forget)
+    assert abs(len({key(i) for i in a}) - len({key(i) for i in b})) <= 1
+
+
+def test_one_subject_is_halved_by_item_only(target):
+    from dataclasses import replace
+
+    one = replace(target, forget=tuple(it for it in target.forget if it.subject == target.forget[0].subject))
+    with pytest.raises(ValueError, match="relearn_split='item'"):
+        relearn_halves(one, AttackConfig(relearn_split="person"))
+    a, b = relearn_halves(one, AttackConfig(relearn_split="item"))
+    assert a and b and not set(a) & set(b)
 
 
 def test_relearning_learns_the_trained_half_and_restores_the_weights(tiny_model, target):
@@ -71,3 +82,14 @@ def test_attack_suite_rows(tiny_model, target):
     assert f["value"].between(0, 1).all()
     with pytest.raises(ValueError, match="unknown attacks"):
         attack_suite({"original": tiny_model}, target, attacks=["jailbreak"])
+
+
+def test_few_shot_examples_of_another_topic_are_an_explicit_choice(target):
+    from dataclasses import replace
+
+    other_topic = replace(target, retain=tuple(replace(it, attribute="unrelated") for it in target.retain))
+    with pytest.raises(ValueError, match="few_shot_shots='any'"):
+        few_shot_items(other_topic, AttackConfig(few_shot_k=1))
+    items = few_shot_items(other_topic, AttackConfig(few_shot_k=1, few_shot_shots="any"))
+    retain_qa = {f"{it.prompt} {it.answer}" for it in other_topic.retain}
+    assert items and all(any(it.prompt.startswith(qa) for qa in retain_qa) for it in items)

@@ -95,3 +95,48 @@ def test_snapshots_must_match_and_sites_must_be_vectors(tiny_model):
         snapshot(tiny_model, [])
     with pytest.raises(ValueError, match="nothing to compare"):
         vector_traces(tiny_model, [SITE])
+
+
+def _erase_bottom_tokens(model, site, k):
+    """A W_U edit that zeroes the logits of the vector's k lowest tokens: its top tokens stay,
+    its bottom tokens change."""
+    w_u = model.weight("unembed.W_U").detach().clone()
+    bottom = (model.weight(site).detach() @ w_u).topk(k, largest=False).indices
+    w_u[:, bottom] = 0.0
+    return WeightEdit("unembed.W_U", "set", value=w_u)
+
+
+def test_a_negative_concept_is_traced_through_its_own_tokens(tiny_model):
+    from mechunlearn.world.concepts import ConceptLocation
+
+    edit = _erase_bottom_tokens(tiny_model, SITE, 8)
+    negative = ConceptLocation(layer=1, index=3, sign=-1)
+    assert str(negative.site) == SITE
+    v = tiny_model.weight(SITE).detach()
+    # the snapshot of a sign -1 location holds the top tokens of -v (= v's bottom tokens)
+    snap = snapshot(tiny_model, [negative], k=8)
+    assert snap.signs == (-1,)
+    assert set(snap.top_ids[0].tolist()) == set((v @ tiny_model.weight("unembed.W_U")).topk(8, largest=False).indices.tolist())
+    plain = frame_of(vector_traces(tiny_model, [SITE], edit, k=8))
+    signed = frame_of(vector_traces(tiny_model, [negative], edit, k=8))
+    by_signs = frame_of(vector_traces(tiny_model, [SITE], edit, k=8, signs=[-1]))
+    assert plain["jaccard"] == 1.0  # the +v tokens were not touched ...
+    assert signed["jaccard"] < 0.5  # ... but the concept's (-v's) were
+    assert by_signs["jaccard"] == signed["jaccard"]
+    assert signed["cosine"] == plain["cosine"] == pytest.approx(1.0)  # sign-free metrics are unchanged
+    table = vector_traces(tiny_model, [negative], edit, k=8).frame
+    assert set(table["sign"]) == {-1}
+
+
+def test_signs_are_checked(tiny_model):
+    from mechunlearn.world.concepts import ConceptLocation
+
+    with pytest.raises(ValueError, match="one \\+1 or -1 per site"):
+        snapshot(tiny_model, [SITE], k=8, signs=[1, -1])
+    with pytest.raises(ValueError, match="must be \\+1 or -1"):
+        snapshot(tiny_model, [SITE], k=8, signs=[2])
+    with pytest.raises(ValueError, match="contradicts"):
+        snapshot(tiny_model, [ConceptLocation(layer=1, index=3, sign=-1)], k=8, signs=[1])
+    before = snapshot(tiny_model, [SITE], k=8)
+    with pytest.raises(ValueError, match="signs"):
+        compare(before, snapshot(tiny_model, [SITE], k=8, signs=[-1]))

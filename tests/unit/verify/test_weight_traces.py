@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from mechunlearn.core.edit import DeltaEdit, HookEdit
+from mechunlearn.core.edit import DeltaEdit, HookEdit, WeightEdit
 from mechunlearn.core.selection import MaskSelection
-from mechunlearn.verify.weight_traces import activation_shift, as_matrix, delta_traces, parse_weight_name, spectrum_stats, weight_traces
+from mechunlearn.verify.weight_traces import NoWeightChange, activation_shift, as_matrix, delta_traces, parse_weight_name, spectrum_stats, weight_traces
 from tests.conftest import make_tiny_model
 
 
@@ -78,6 +78,22 @@ def test_weight_traces_from_an_edit_equal_before_after(tiny_model):
     assert value(b, "blocks.0.mlp.W_in", "rel_frobenius") == 0.0
     with pytest.raises(ValueError, match="exactly one"):
         weight_traces(tiny_model)
+
+
+def test_weight_traces_of_any_weight_changing_edit(tiny_model):
+    # Needle-style: noise on one value vector, then a delta on another weight
+    row = "blocks.0.mlp.W_out[3]"
+    noise = WeightEdit(row, "noise", sigma=1.0, seed=2)
+    delta = DeltaEdit({"blocks.1.mlp.W_in": torch.full(tiny_model.weight("blocks.1.mlp.W_in").shape, 0.01)})
+    before = tiny_model.weights_hash()
+    f = weight_traces(tiny_model, noise + delta).frame
+    assert tiny_model.weights_hash() == before  # applied and reverted
+    assert set(f[f["weight"] != "all"]["weight_name"]) == {"blocks.0.mlp.W_out", "blocks.1.mlp.W_in"}
+    w = tiny_model.weight("blocks.0.mlp.W_out")
+    assert value(f, "blocks.0.mlp.W_out", "delta_density") == pytest.approx(tiny_model.d_model / w.numel())  # one row of d_mlp
+    assert value(f, "blocks.1.mlp.W_in", "delta_density") == 1.0
+    with pytest.raises(NoWeightChange, match="changes no weights"):
+        weight_traces(tiny_model, HookEdit("blocks.0.hook_resid_post", lambda a, hook: a * 0))
 
 
 def test_activation_shift_on_known_edits(tiny_model, target):
