@@ -275,11 +275,20 @@ def card_verifier(model: "Model", target: "Target", params: Mapping[str, Any], c
     probes, traces, attacks, membership inference and TOFU metrics. Rows of the edited model are
     kept (``role`` = ``edited``), and the probe rows of all three roles (the original's and the
     retain model's are the references of the probe heatmaps)."""
+    from dataclasses import fields
+
     from mechunlearn.verify.attacks import AttackConfig
     from mechunlearn.verify.card import CardConfig, evaluation_card
+    from mechunlearn.verify.probes import ProbeConfig
 
     attacks = AttackConfig(relearn_steps=params["relearn_steps"])
-    config = CardConfig(sections=tuple(params["sections"]), attacks=attacks, max_items=params["max_items"], seed=ctx.seed, method=ctx.method, run_id=ctx.run_id)
+    known = {f.name for f in fields(ProbeConfig)}
+    unknown = sorted(set(params["probes"]) - known)
+    if unknown:
+        raise ValueError(f"card: unknown probe settings {unknown}; `probes` takes {sorted(known)}")
+    # e.g. probes: {templates_per_fact: 2, layers: [1, 2]} (lists become the config's tuples)
+    probes = ProbeConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in params["probes"].items()})
+    config = CardConfig(sections=tuple(params["sections"]), probes=probes, attacks=attacks, max_items=params["max_items"], seed=ctx.seed, method=ctx.method, run_id=ctx.run_id)
     retain = ctx.retain_model() if ctx.target_spec.params.get("forget_frac") is not None else None
     frame = evaluation_card((model, ctx.edit), None, retain, target, config).frame.rename(columns={"model": "role"})
     keep = (frame["role"] == "edited") | (frame["section"] == "probes")
@@ -300,7 +309,7 @@ VERIFIERS.add(
     "card",
     Verifier(
         card_verifier,
-        {"sections": ["probes", "weights", "attacks", "mia", "tofu"], "max_items": 600, "relearn_steps": 10},
+        {"sections": ["probes", "weights", "attacks", "mia", "tofu"], "max_items": 600, "relearn_steps": 10, "probes": {}},
         headline=("forget_quality", "forget_truth_ratio", "model_utility", "privleak"),
         figures=(_probe_heatmap,),
         applies_edit=True,
