@@ -37,7 +37,7 @@ def _setup(quick: bool):
     return model, TokenBatch(tokens, attn), recipe
 
 
-def run(quick: bool = False, repeats: int = 7) -> dict:
+def run(quick: bool = False, repeats: int = 3) -> dict:
     """Time one training step per precision; rows for the benchmark table."""
     from mechunlearn.models.precision import cpu_flags, resolve
     from mechunlearn.models.text import lm_nll
