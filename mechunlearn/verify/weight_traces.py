@@ -136,7 +136,7 @@ class NoWeightChange(TypeError):
 
 def weight_traces(
     model: "Model",
-    edit: DeltaEdit | None = None,
+    edit: Edit | None = None,
     *,
     after: "Model | Mapping[str, Tensor] | None" = None,
     spectrum: bool = True,
