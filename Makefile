@@ -9,11 +9,20 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.mechunlearn-installed
 NOTEBOOKS := $(sort $(wildcard notebooks/*.py))
-# run order for the two notebook workers: the slowest first, so that both finish together
-NB_SLOW := 03_weight_space 02_concept_vectors 06_probes_and_attacks
-NB_ORDER := $(NB_SLOW) $(filter-out $(NB_SLOW),$(basename $(notdir $(NOTEBOOKS))))
+NB_BUILT := $(addprefix .nbbuild/,$(notdir $(NOTEBOOKS:.py=.ipynb)))
+# `make test` runs the tests and the notebooks in one pool of two pytest-xdist workers (one per
+# core, one torch thread each: two 2-thread processes on 2 cores thrash). --dist loadfile keeps
+# each file's module fixtures in one worker; the files go out in the order given here
+# (--no-loadscope-reorder; xdist's default sends the files with the most tests first, which puts
+# the few slow ones at the end), the slowest first, so that both workers finish together.
+SLOW_FIRST := .nbbuild/06_probes_and_attacks.ipynb .nbbuild/03_weight_space.ipynb \
+  tests/integration/test_verify_bios_tiny.py tests/integration/test_study_methods.py \
+  .nbbuild/02_concept_vectors.ipynb tests/integration/test_study.py .nbbuild/05_redirection.ipynb \
+  tests/integration/test_concept_files.py tests/integration/test_bios_tiny.py .nbbuild/04_features.ipynb
+POOL := OMP_NUM_THREADS=1 MECHUNLEARN_NOTEBOOK_QUICK=1 $(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder \
+  --nbmake --nbmake-timeout=900 --overwrite
 
-.PHONY: demo test unit notebooks bench clean-venv chromium
+.PHONY: demo test unit nbbuild notebooks bench clean-venv chromium
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,17 +46,16 @@ demo: $(STAMP)
 
 # Tests and notebooks share one cache folder inside the checkout (never the user's).
 test: export MECHUNLEARN_HOME := $(CURDIR)/.cache/test-home
-# Two pytest-xdist workers (one per core, one torch thread each: two 2-thread processes on
-# 2 cores thrash); --dist loadfile keeps each file's module fixtures in one worker.
-test: $(STAMP) chromium
-	$(PY) -m pytest -q -n 2 --dist loadfile tests
-	$(MAKE) notebooks
+test: $(STAMP) chromium nbbuild
+	$(POOL) --durations=30 $(filter $(NB_BUILT) tests/%,$(SLOW_FIRST)) tests $(NB_BUILT)
 
 # Executed copies (with outputs) stay in .nbbuild/ for reading.
-notebooks: $(STAMP)
+nbbuild: $(STAMP)
 	rm -rf .nbbuild && mkdir -p .nbbuild
 	for f in $(NOTEBOOKS); do $(VENV)/bin/jupytext --quiet --to ipynb -o .nbbuild/$$(basename $$f .py).ipynb $$f || exit 1; done
-	OMP_NUM_THREADS=1 MECHUNLEARN_NOTEBOOK_QUICK=1 $(PY) -m pytest -q -n 2 --nbmake --nbmake-timeout=900 --overwrite --durations=0 $(addprefix .nbbuild/,$(addsuffix .ipynb,$(NB_ORDER)))
+
+notebooks: nbbuild
+	$(POOL) --durations=0 $(filter $(NB_BUILT),$(SLOW_FIRST)) $(NB_BUILT)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks

@@ -63,3 +63,30 @@ def test_build_lock_makes_a_second_loader_wait(tmp_path):
     thread.join(timeout=10)
     assert order == ["first done", "second"]
     assert (folder.parent / ".bios-tiny-abc.lock").exists()
+
+
+def test_gguf_parsing_is_shared_inside_a_dequantise_and_restored_after(tmp_path):
+    """transformers parses a GGUF file three times per load (config, weights, tokenizer); inside
+    `_parse_once` the reader of a file and the tensor-name map are built once, and gguf's own
+    names are back afterwards."""
+    import gguf
+    import numpy as np
+
+    from mechunlearn.models.gguf import _parse_once
+
+    path = tmp_path / "tiny.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(2)
+    writer.add_tensor("token_embd.weight", np.arange(12, dtype=np.float32).reshape(3, 4))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    reader, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    with _parse_once():
+        first = gguf.GGUFReader(path)
+        assert gguf.GGUFReader(path) is first
+        assert first.tensors[0].name == "token_embd.weight"
+        assert gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 2) is gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 2)
+    assert gguf.GGUFReader is reader and gguf.get_tensor_name_map is name_map
+    assert gguf.GGUFReader(path) is not gguf.GGUFReader(path)
