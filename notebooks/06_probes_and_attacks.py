@@ -75,7 +75,7 @@ print(model, "|", len(target.meta["forget_people"]), "forget people")
 # %%
 RETAIN_NLL = {"retain_weight": 1.0}
 CONFIGS = {
-    "ga": UnlearnConfig(loss="ga", loss_options=RETAIN_NLL, steps=200, lr=2e-5 if QUICK else 3e-5, batch_size=32, stop_forget_em=0.1, stop_every=5),
+    "ga": UnlearnConfig(loss="ga", loss_options=RETAIN_NLL, steps=200, lr=5e-5 if QUICK else 3e-5, batch_size=32, stop_forget_em=0.1, stop_every=5),
     "npo": UnlearnConfig(loss="npo", loss_options=RETAIN_NLL, steps=200, lr=5e-5, batch_size=32, stop_forget_em=0.1, stop_every=5),
 }
 edits = {}
