@@ -14,7 +14,10 @@ Here:
    `mechunlearn.verify.probes` (batched L-BFGS, person-split). Layer ``-1`` is the embedding
    (``blocks.0.hook_resid_pre``), so block 0's contribution is measurable too. Accuracy is read
    on held-out *retain* people (the probes never saw them): the attribute is decodable there only
-   if the model looked the fact up.
+   if the model looked the fact up. With ``ablate_attention_from=k`` the attention outputs of
+   layers ≥ k are mean-ablated while probing (Guo et al.): the attribute can then reach the probed
+   token only through MLPs (and attention before k), so a rise marks the lookup stage, not
+   attention moving an attribute that was looked up elsewhere (the extraction stage).
 2. `layer_rise` / `choose_fact_layers` — the rise in mean probe accuracy from layer l−1 to l;
    the layers with the largest rise (top ``n_layers``, or every layer whose rise ≥ ``min_rise``).
 3. `mlp_mask` — a `MaskSelection` of those layers' MLP weights; `random_layer_mask` (random
@@ -23,10 +26,9 @@ Here:
    full fine-tuning (every block weight) is the unmatched reference.
 4. `fact_lookup_unlearn` — the one loop (`mechunlearn.unlearn.unlearn`) with ``forget_prob`` and
    the mask: Δθ is exactly 0 outside it. `compare_localisations` runs all of them and returns a
-   tidy table.
-
-Not implemented from the paper: mean-ablating later attention while probing, and attribution-
-patching picks as a further comparator.
+   tidy table; its ``attribution_patching`` comparator fine-tunes the MLPs of the layers that
+   attribution patching (`mechunlearn.locate.tracing`) ranks highest, as many as fact lookup
+   chose (the same parameter count). `compare_layer_choices` tabulates the two choices.
 
 >>> profile = layer_probe_profile(model, target)
 >>> layers = choose_fact_layers(profile, n_layers=1)
@@ -48,6 +50,7 @@ from tqdm.auto import tqdm
 from mechunlearn.core.edit import DeltaEdit
 from mechunlearn.core.selection import MaskSelection, Selection
 from mechunlearn.core.site import Site
+from mechunlearn.locate.tracing import AttributionPatching, best_layers, layer_scores, mean_ablation
 from mechunlearn.unlearn import UnlearnConfig, unlearn
 from mechunlearn.verify.probes import ProbeConfig, probe_accuracy
 
@@ -83,6 +86,14 @@ class FactLookupConfig:
     """Rise threshold when ``n_layers`` is None."""
     unlearn: UnlearnConfig = DEFAULT_UNLEARN
     """The one loop's settings (loss ``forget_prob`` by default)."""
+    ablate_attention_from: int | None = None
+    """Mean-ablate the attention outputs (``blocks.l.hook_attn_out``, every token, mean over the
+    target's prompts) of layers ≥ this while probing, so that only MLP lookups can make the
+    attribute decodable (Guo et al.); None: probe the unablated model. Off by default: on
+    bios-tiny the attribute is decodable only at the question's last token, where attention
+    brings it."""
+    attribution: AttributionPatching = AttributionPatching(components=("mlp",))
+    """The attribution-patching comparator (its top MLP layers, as many as fact lookup picks)."""
     seed: int = 0
     """Seed of the random comparators."""
 
@@ -97,6 +108,8 @@ class FactLookupConfig:
             raise ValueError(f"split must be 'retain' or 'train', got {self.split!r}")
         if self.n_layers is not None and self.n_layers < 1:
             raise ValueError(f"n_layers must be >= 1 or None, got {self.n_layers}")
+        if self.ablate_attention_from is not None and self.ablate_attention_from < 0:
+            raise ValueError(f"ablate_attention_from must be a layer >= 0 or None, got {self.ablate_attention_from}")
 
 
 # --------------------------------------------------------------------------- probes
@@ -107,15 +120,26 @@ def layer_probe_profile(model: "Model", target: "Target", config: FactLookupConf
     (``blocks.0.hook_resid_pre``), layer ``l`` is ``blocks.l.hook_resid_post``.
 
     Columns: position (subject / question), layer, attribute, split (train / retain / forget /
-    holdout), value, chance, n_items.
+    holdout), value, chance, n_items. With ``config.ablate_attention_from`` set, the model is
+    probed with those layers' attention mean-ablated (`later_attention_ablation`).
     """
     probe = config.probe
-    post = probe_accuracy({"original": model}, target, probe, reference=None, progress=progress).frame
-    pre = probe_accuracy({"original": model}, target, replace(probe, layers=(0,), site="hook_resid_pre"), reference=None, progress=progress).frame
+    subject = model if config.ablate_attention_from is None else (model, later_attention_ablation(model, target, config.ablate_attention_from))
+    post = probe_accuracy({"original": subject}, target, probe, reference=None, progress=progress).frame
+    pre = probe_accuracy({"original": subject}, target, replace(probe, layers=(0,), site="hook_resid_pre"), reference=None, progress=progress).frame
     frame = pd.concat([pre.assign(layer=-1), post], ignore_index=True)
     frame = frame[frame["reading"] == "refit"]
     cols = ["position", "layer", "attribute", "split", "value", "chance", "n_items"]
     return frame[cols].sort_values(["position", "split", "attribute", "layer"]).reset_index(drop=True)
+
+
+def later_attention_ablation(model: "Model", target: "Target", start: int):
+    """The `Edit` mean-ablating the attention output of every layer ≥ ``start`` at every token,
+    with means over the real tokens of all the target's prompts."""
+    if not 0 <= start < model.n_layers:
+        raise ValueError(f"ablate_attention_from={start} out of range: {model.model_id} has layers 0..{model.n_layers - 1}")
+    prompts = [it.prompt for split in ("forget", "retain", "holdout") for it in target.split(split)]
+    return mean_ablation(model, prompts, [f"blocks.{l}.hook_attn_out" for l in range(start, model.n_layers)])
 
 
 def best_position(profile: pd.DataFrame, *, split: str = "retain") -> str:
@@ -160,10 +184,7 @@ def choose_fact_layers(profile: pd.DataFrame, *, n_layers: int | None = 1, min_r
     ``n_layers=None`` every layer whose rise ≥ ``min_rise`` (at least the largest). Sorted."""
     rise = layer_rise(profile, split=split, position=position)
     if n_layers is not None:
-        if n_layers > len(rise):
-            raise ValueError(f"asked for {n_layers} layers but the model has {len(rise)}")
-        order = sorted(rise.index, key=lambda l: (-rise[l], l))
-        return sorted(order[:n_layers])
+        return best_layers(rise, n_layers)
     picked = [int(l) for l in rise.index if rise[l] >= min_rise]
     return sorted(picked or [int(rise.idxmax())])
 
@@ -257,12 +278,13 @@ def compare_localisations(
     config: FactLookupConfig = FactLookupConfig(),
     *,
     evaluate: Callable[[DeltaEdit], Mapping[str, float]] | None = None,
-    methods: Sequence[str] = ("fact_lookup", "random_layers", "random_weights", "full"),
+    methods: Sequence[str] = ("fact_lookup", "attribution_patching", "random_layers", "random_weights", "full"),
     progress: bool = True,
 ) -> tuple[pd.DataFrame, dict[str, LocalisationRun]]:
     """Fine-tune under each localisation at a matched budget and tabulate.
 
-    ``fact_lookup``: the given layers' MLPs; ``random_layers``: as many random other layers' MLPs;
+    ``fact_lookup``: the given layers' MLPs; ``attribution_patching``: the MLPs of as many layers,
+    those that ``config.attribution`` ranks highest; ``random_layers``: as many random other layers' MLPs;
     ``random_weights``: the same number of weights scattered over every block weight; ``full``:
     every block weight (no budget match, the reference). ``evaluate(edit) -> {split: value}``
     (default: forget / retain exact match on the target) fills the table.
@@ -272,17 +294,19 @@ def compare_localisations(
     """
     from mechunlearn.verify.behavior import score_items
 
-    known = ("fact_lookup", "random_layers", "random_weights", "full")
+    known = ("fact_lookup", "attribution_patching", "random_layers", "random_weights", "full")
     bad = [m for m in methods if m not in known]
     if bad:
         raise ValueError(f"unknown comparators {bad}; choose from {known}")
     fact = mlp_mask(model, layers)
     budget = len(fact)
-    masks: dict[str, MaskSelection | None] = {
-        "fact_lookup": fact,
-        "random_layers": random_layer_mask(model, len(layers), exclude=layers, seed=config.seed),
-        "random_weights": random_weight_mask(model, budget, seed=config.seed),
-        "full": None,
+    masks: dict[str, Callable[[], MaskSelection | None]] = {
+        "fact_lookup": lambda: fact,
+        "attribution_patching": lambda: mlp_mask(
+            model, config.attribution.top_layers(model, target, len(layers), progress=progress), label="attribution_patching"),
+        "random_layers": lambda: random_layer_mask(model, len(layers), exclude=layers, seed=config.seed),
+        "random_weights": lambda: random_weight_mask(model, budget, seed=config.seed),
+        "full": lambda: None,
     }
     if evaluate is None:
 
@@ -293,7 +317,7 @@ def compare_localisations(
     runs: dict[str, LocalisationRun] = {}
     rows = []
     for method in tqdm(methods, desc="localisations", leave=False, disable=not progress):
-        mask = masks[method]
+        mask = masks[method]()
         cfg = config.unlearn if mask is not None else replace(config.unlearn, weights="no_embed")
         start = time.perf_counter()
         edit = fact_lookup_unlearn(model, target, mask, cfg)
@@ -311,6 +335,36 @@ def compare_localisations(
                          "changed": changed_parameters(model, edit), "steps": edit.meta.get("steps"), "seconds": seconds,
                          "layers": where})
     return pd.DataFrame(rows), runs
+
+
+def compare_layer_choices(
+    profile: pd.DataFrame,
+    attribution: pd.DataFrame,
+    n_layers: int,
+    *,
+    split: str = "retain",
+    position: str | None = "auto",
+    attribution_position: str = "max",
+) -> pd.DataFrame:
+    """Fact lookup's ``n_layers`` layers against attribution patching's top ``n_layers`` MLP
+    layers: the same number of layers, so the same MLP parameter budget.
+
+    ``profile``: a `layer_probe_profile`; ``attribution``: an `attribution_patch` table with the
+    ``mlp`` component. Columns: method (fact_lookup / attribution_patching), rank (1 = best),
+    layer, score (probe-accuracy rise / attribution at ``attribution_position``), chosen (in the
+    method's top ``n_layers``), shared (chosen by both). One row per method and layer.
+    """
+    scores = {"fact_lookup": layer_rise(profile, split=split, position=position),
+              "attribution_patching": layer_scores(attribution, component="mlp", position=attribution_position)}
+    chosen = {method: best_layers(score, n_layers) for method, score in scores.items()}
+    both = set(chosen["fact_lookup"]) & set(chosen["attribution_patching"])
+    rows = []
+    for method, score in scores.items():
+        order = sorted(score.index, key=lambda l: (-score[l], l))
+        for rank, layer in enumerate(order, 1):
+            rows.append({"method": method, "rank": rank, "layer": int(layer), "score": float(score[layer]),
+                         "chosen": layer in chosen[method], "shared": layer in both})
+    return pd.DataFrame(rows)
 
 
 @dataclass(frozen=True)

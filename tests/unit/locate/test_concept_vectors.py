@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -317,8 +318,32 @@ def test_answer_known():
         cv.answer_known("  ", "x")
 
 
-def test_build_concept_file_is_deterministic_and_checks_the_model(tiny_model, tmp_path):
-    concept = tiny_concept(tiny_model)
+def planted_concept(model) -> tuple[Concept, Concept]:
+    """Make value vector 5 of layer 1 write w1/w2/w3 and sharpen its neuron, which then fires
+    (pre-activation > 1) on some prompts and is silent (< −6, GELU ≈ 0) on others. Returns a
+    concept whose questions are the firing prompts (the model answers w1: the vector is the
+    concept) and an idle concept whose vectors nothing depends on; both share the silent
+    prompts as unrelated questions."""
+    from mechunlearn.models.activations import capture
+
+    plant(model, "blocks.1.mlp.W_out[5]", [model.encode(w)[0] for w in ("w1", "w2", "w3")], +1)
+    with torch.no_grad():
+        model.weight("blocks.1.mlp.W_in")[:, 5] *= 8
+        model.weight("blocks.1.mlp.b_in")[5] *= 8
+    pool = [f"{a} w{i} w{j} ?" for a in ("where was", "who is", "the city of") for i in range(10, 40, 3) for j in range(12, 40, 5)]
+    tokens = model.to_tokens(pool)
+    pre = capture(model, tokens, ["blocks.1.mlp.hook_pre"])["blocks.1.mlp.hook_pre"][..., 5]
+    last = pre[torch.arange(len(pool)), (tokens != model.pad_token_id).sum(1) - 1]
+    order = last.argsort().tolist()
+    on, off, idle = [pool[i] for i in order[-6:]], [pool[i] for i in order[:6]], [pool[i] for i in order[20:26]]
+    assert last[order[-6]] > 1 and last[order[5]] < -6
+    unrelated = own_items(model, off, "other")
+    return (Concept("planted", ("w1", "w2", "w3"), own_items(model, on, "planted"), unrelated, texts=("w1 w2 w3 .",), category="test"),
+            Concept("idle", ("w34", "w35"), own_items(model, idle, "idle"), unrelated, texts=("w34 .",), category="test"))
+
+
+def test_build_concept_file_gates_on_the_bleu_gap_is_deterministic_and_checks_the_model(tiny_model, tmp_path):
+    concept, idle = planted_concept(tiny_model)
     unknown = Concept(
         name="unknown",
         reference_words=("w9",),
@@ -326,24 +351,29 @@ def test_build_concept_file_is_deterministic_and_checks_the_model(tiny_model, tm
         unrelated=concept.unrelated,
         texts=("w9 .",),
     )
-    config = cv.ConceptFileConfig(
-        scan=cv.ScanConfig(k=K),
-        validate=cv.ValidateConfig(max_new_tokens=3),
-        n_candidates=2,
-        min_questions=3,
-        min_bleu_gap=-1.0,  # the random model has no real concept vectors: test the plumbing
-        min_drop_ratio=0.0,
-    )
-    concepts = ConceptSet(tiny_model.model_id, (concept, unknown))
+    config = cv.ConceptFileConfig(scan=cv.ScanConfig(k=K), validate=cv.ValidateConfig(max_new_tokens=3), n_candidates=2, min_questions=3)
+    assert (config.min_bleu_gap, config.min_drop_ratio) == (0.2, 2.0)  # the shipped gates
+    concepts = ConceptSet(tiny_model.model_id, (concept, idle, unknown))
     path = tmp_path / "tiny.json"
     located = cv.build_concept_file(tiny_model, concepts, path, config, progress=False)
     first = path.read_bytes()
+    # the gate keeps the planted vector (noise on it changes the concept's answers only) and
+    # rejects the idle concept, whose best candidate changes nothing specific to it
     assert located.names == [concept.name]
-    assert [r["concept"] for r in located.meta["rejected"]] == ["unknown"]
+    assert located[concept.name].location.site == Site.parse("blocks.1.mlp.W_out[5]")
+    reasons = {r["concept"]: r["reason"] for r in located.meta["rejected"]}
+    assert reasons.keys() == {"idle", "unknown"} and reasons["idle"] == "no candidate passed validation"
+    assert "answers 0 of its questions" in reasons["unknown"]
+    idle_gap = next(r["best_bleu_gap"] for r in located.meta["rejected"] if r["concept"] == "idle")
     record = json.loads(first)["concepts"][0]
     for key in ("site", "layer", "index", "top_tokens", "reference_tokens", "questions", "unrelated_questions", "texts", "validation"):
         assert key in record
-    assert record["validation"]["concept_bleu"] <= 1.0
+    gap = record["validation"]["bleu_gap"]
+    assert gap > 0.5 > idle_gap and record["validation"]["unrelated_bleu"] > 0.8
+    # a gate above the planted vector's gap rejects it too: nothing is left to write
+    with pytest.raises(ValueError, match="no concept passed validation"):
+        cv.build_concept_file(tiny_model, concepts, tmp_path / "strict.json", replace(config, min_bleu_gap=gap + 0.01), progress=False)
+    assert not (tmp_path / "strict.json").exists()
     assert json.loads(first)["weights_hash"] == tiny_model.weights_hash()
     cv.build_concept_file(tiny_model, concepts, path, config, progress=False)
     assert path.read_bytes() == first, "regenerating must give the same bytes"

@@ -12,6 +12,7 @@ from mechunlearn.locate.fact_lookup import (
     best_position,
     changed_parameters,
     choose_fact_layers,
+    compare_layer_choices,
     compare_localisations,
     fact_lookup,
     fact_lookup_selection,
@@ -23,8 +24,10 @@ from mechunlearn.locate.fact_lookup import (
     random_layer_mask,
     random_weight_mask,
 )
+from mechunlearn.locate.tracing import attribution_patch
 from mechunlearn.unlearn import UnlearnConfig
 from mechunlearn.verify.probes import ProbeConfig
+from tests.unit.locate.conftest import planted_lookup
 from tests.unit.verify.conftest import toy_target
 
 
@@ -66,39 +69,56 @@ def test_rise_and_layer_choice_pick_the_planted_jump():
         layer_rise(profile, split="forget")
 
 
-def planted_lookup(model, target, layer: int, strength: float = 30.0):
-    """A `HookEdit` that makes ``layer``'s MLP look up each person's birth city: wherever the
-    embedding is a person's last-name token, ``blocks.{layer}.hook_mlp_out`` gets that city's
-    direction added. Before ``layer`` the city is nowhere in the residual stream."""
-    from mechunlearn.core.edit import HookEdit
-
-    everyone = [it for it in target.forget + target.retain + target.holdout if it.attribute == "birth_city"]
-    cities = sorted({it.answer for it in everyone})
-    directions = torch.linalg.qr(torch.randn(model.d_model, len(cities), generator=torch.Generator().manual_seed(1)))[0].T
-    w_e = model.weight("embed.W_E").detach()
-    city_of = {int(model.to_tokens(it.subject)[0, -1]): cities.index(it.answer) for it in everyone}
-    tokens = torch.tensor(list(city_of))
-    rows = torch.stack([strength * directions[c] for c in city_of.values()])
-    seen = {}
-
-    def read_tokens(act, hook):  # which positions hold which person (the embedding rows are exact)
-        seen["match"] = (act[:, :, None, :] == w_e[tokens][None, None]).all(-1)  # [batch, pos, person]
-
-    def add_city(act, hook):
-        return act + seen["match"].to(act.dtype) @ rows
-
-    return HookEdit("hook_embed", read_tokens, label="read") + HookEdit(f"blocks.{layer}.hook_mlp_out", add_city, label="lookup")
+def birth_cities(target):
+    return [it for it in target.forget + target.retain + target.holdout if it.attribute == "birth_city"]
 
 
 def test_profile_finds_a_planted_lookup_layer(model):
     target = toy_target()
     cfg = FactLookupConfig(probe=ProbeConfig(attributes=("birth_city",), templates_per_fact=2, max_iter=100))
-    with planted_lookup(model, target, layer=1).applied(model):
+    with planted_lookup(model, birth_cities(target), layer=1).applied(model):
         planted = layer_probe_profile(model, target, cfg)
     assert choose_fact_layers(planted, n_layers=1) == [1]
     rise = layer_rise(planted)
     assert rise[1] > 0.4 and rise[1] > rise[0] + 0.3 and rise[1] > rise[2] + 0.3
     assert fact_lookup_selection(planted).sites[0].name == "blocks.1.mlp.W_out"
+
+
+def test_mean_ablation_of_later_attention_moves_the_choice_to_the_lookup_mlp(model):
+    # layer 1's attention writes the city into the subject's token (as if moved there from
+    # elsewhere); layer 2's MLP looks it up. Unablated, the probes see it first after layer 1;
+    # with attention from layer 1 on mean-ablated only the MLP's lookup is left.
+    target = toy_target()
+    cities = birth_cities(target)
+    probe = ProbeConfig(attributes=("birth_city",), positions=("subject",), templates_per_fact=2, max_iter=100)
+    planted = planted_lookup(model, cities, 1, component="attn") + planted_lookup(model, cities, 2, component="mlp")
+    with planted.applied(model):
+        plain = layer_probe_profile(model, target, FactLookupConfig(probe=probe, position="subject"))
+        ablated = layer_probe_profile(model, target, FactLookupConfig(probe=probe, position="subject", ablate_attention_from=1))
+    assert model.hook_count() == 0
+    assert choose_fact_layers(plain, n_layers=1, position="subject") == [1]
+    assert choose_fact_layers(ablated, n_layers=1, position="subject") == [2]
+    assert layer_rise(ablated, position="subject")[1] < 0.1 < layer_rise(ablated, position="subject")[2] - 0.3
+    with pytest.raises(ValueError, match="out of range"):
+        layer_probe_profile(model, target, FactLookupConfig(probe=probe, position="subject", ablate_attention_from=3))
+
+
+def test_compare_layer_choices_at_the_same_number_of_layers(model):
+    target = toy_target()
+    cities = birth_cities(target)
+    probe = ProbeConfig(attributes=("birth_city",), positions=("subject",), templates_per_fact=2, max_iter=100)
+    with planted_lookup(model, cities, 1, directions="unembed").applied(model):
+        profile = layer_probe_profile(model, target, FactLookupConfig(probe=probe, position="subject"))
+        patch = attribution_patch(model, [it for it in target.forget if it.attribute == "birth_city"], components=["mlp"], samples=2, progress=False)
+    table = compare_layer_choices(profile, patch, 1, position="subject")
+    assert list(table.columns) == ["method", "rank", "layer", "score", "chosen", "shared"]
+    chosen = table[table["chosen"]].set_index("method")["layer"]
+    assert chosen.to_dict() == {"fact_lookup": 1, "attribution_patching": 1}
+    assert table["shared"].sum() == 2 and (table.groupby("method")["chosen"].sum() == 1).all()
+    two = compare_layer_choices(profile, patch, 2, position="subject")
+    assert (two.groupby("method")["chosen"].sum() == 2).all()
+    with pytest.raises(ValueError, match="asked for 4 layers"):
+        compare_layer_choices(profile, patch, 4, position="subject")
 
 
 def test_profile_reuses_the_batched_probes(model):
@@ -168,9 +188,12 @@ def test_compare_localisations_table(model):
     target = toy_target()
     cfg = FactLookupConfig(unlearn=UnlearnConfig(loss="forget_prob", steps=3, lr=1e-2, batch_size=8, stop_forget_em=None))
     table, runs = compare_localisations(model, target, [2], cfg, progress=False)
-    assert list(dict.fromkeys(table["method"])) == ["fact_lookup", "random_layers", "random_weights", "full"]
+    assert list(dict.fromkeys(table["method"])) == ["fact_lookup", "attribution_patching", "random_layers", "random_weights", "full"]
     budgets = table.drop_duplicates("method").set_index("method")["budget"]
-    assert budgets["fact_lookup"] == budgets["random_layers"] == budgets["random_weights"] < budgets["full"]
+    assert budgets["fact_lookup"] == budgets["attribution_patching"] == budgets["random_layers"] == budgets["random_weights"] < budgets["full"]
+    picked = cfg.attribution.top_layers(model, target, 1, progress=False)
+    assert runs["attribution_patching"].mask.names == mlp_weight_names(model, picked)
+    assert table.drop_duplicates("method").set_index("method")["layers"]["attribution_patching"] == str(picked[0])
     assert set(table["split"]) == {"forget", "retain"} and table["value"].between(0, 1).all()
     assert isinstance(runs["fact_lookup"].mask, MaskSelection) and runs["full"].mask is None
     with pytest.raises(ValueError, match="unknown comparators"):
