@@ -113,7 +113,7 @@ card_config = CardConfig(
     probes=ProbeConfig(templates_per_fact=2, positions=("question",)) if QUICK else ProbeConfig(templates_per_fact=4),
     attacks=AttackConfig(max_items=200, relearn_steps=15) if QUICK else AttackConfig(max_items=600),
     mia=MIAConfig(max_items=300 if QUICK else 1000),
-    tofu=TofuConfig(max_retain_people=8 if QUICK else 40, max_retain_items=300 if QUICK else 1000),
+    tofu=TofuConfig(max_retain_people=8 if QUICK else 40, max_qa_items=300 if QUICK else 1000),
     max_items=400 if QUICK else 1500,
 )
 start = time.perf_counter()
@@ -190,7 +190,7 @@ for name in (*edits, "retain"):
 figures.mia_roc(card.frame, attack="min_k")
 
 # %%
-summary[["forget_quality", "forget_truth_ratio", "model_utility", "mia_min_k", "privleak"]].round(3)
+summary[["forget_quality", "forget_truth_ratio", "retain_utility", "mia_min_k", "privleak"]].round(3)
 
 # %%
 figures.delta_by_layer(card.frame.query("section == 'weights'"), metric="rel_frobenius")

@@ -7,7 +7,8 @@ SentencePiece tokenizers (Llama-2, Mistral, Gemma) and shift every NLL and exact
 a tokenizer merges across the boundary, the split is the longest prefix the full text shares
 with the prompt's tokens. BOS is prepended where the model's tokenizer adds one
 (`Model.prepend_bos`). Batches are right padded: with causal attention, padding after a row's
-end never changes that row's logits.
+end never changes that row's logits. With ``eos=True`` the end-of-sequence token follows each
+answer and counts as one of its tokens (TOFU's convention; `mechunlearn.verify.protocol`).
 """
 
 from __future__ import annotations
@@ -44,11 +45,13 @@ def encode_pair(model: "Model", prompt: str, answer: str) -> tuple[list[int], li
     return whole[:n], whole[n:]
 
 
-def encode_qa(model: "Model", prompts: Sequence[str], answers: Sequence[str]) -> QABatch:
+def encode_qa(model: "Model", prompts: Sequence[str], answers: Sequence[str], *, eos: bool = False) -> QABatch:
     """Batch of prompt+answer sequences with the mask of answer-predicting positions.
 
     A free text is scored as an item with an empty prompt (every token after the first is an
     "answer" token), which is how text-based losses (Needle, GA on bios) reuse the same code.
+    ``eos`` appends the model's end-of-sequence token to every answer (it is then the last
+    masked target of its row).
     """
     if len(prompts) != len(answers):
         raise ValueError(f"got {len(prompts)} prompts but {len(answers)} answers")
@@ -56,6 +59,8 @@ def encode_qa(model: "Model", prompts: Sequence[str], answers: Sequence[str]) ->
     rows, starts, ends = [], [], []
     for prompt, answer in zip(prompts, answers):
         p, a = encode_pair(model, prompt, answer)
+        if eos:
+            a = [*a, model.eos_token_id]
         rows.append(bos + p + a)
         starts.append(len(bos) + len(p))
         ends.append(len(bos) + len(p) + len(a))
@@ -92,10 +97,10 @@ def lm_nll(model: "Model", batch: TokenBatch) -> Float[Tensor, ""]:
     return -(lp * valid.to(lp.device)).sum() / valid.sum().clamp_min(1)
 
 
-def qa_batches(model: "Model", items: Sequence["Item"], batch_size: int) -> Iterator[tuple[Sequence["Item"], QABatch]]:
-    """(items, QABatch) pairs over a list of items."""
+def qa_batches(model: "Model", items: Sequence["Item"], batch_size: int, *, eos: bool = False) -> Iterator[tuple[Sequence["Item"], QABatch]]:
+    """(items, QABatch) pairs over a list of items (``eos``: see `encode_qa`)."""
     for chunk in chunks(items, batch_size):
-        yield chunk, encode_qa(model, [i.prompt for i in chunk], [i.answer for i in chunk])
+        yield chunk, encode_qa(model, [i.prompt for i in chunk], [i.answer for i in chunk], eos=eos)
 
 
 def reference_ids(model: "Model", words: Sequence[str]) -> list[int]:

@@ -57,7 +57,7 @@ runner checks the weights hash and hook count after each run and fails the run o
         return evaluation_card(model, target, retain_model=ctx.retain_model(), edit=ctx.edit,
                                run_id=ctx.run_id, method=ctx.method, seed=ctx.seed, **params)
 
-    VERIFIERS.add("card", Verifier(card, {"relearn_steps": 10}, headline=("forget_quality", "model_utility"),
+    VERIFIERS.add("card", Verifier(card, {"relearn_steps": 10}, headline=("forget_quality", "retain_utility"),
                                    figures=(probe_heatmap,)))
 
 ``headline`` metrics appear in the report's summary table; ``figures`` in its figure section.

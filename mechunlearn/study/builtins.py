@@ -310,7 +310,7 @@ VERIFIERS.add(
     Verifier(
         card_verifier,
         {"sections": ["probes", "weights", "attacks", "mia", "tofu"], "max_items": 600, "relearn_steps": 10, "probes": {}},
-        headline=("forget_quality", "forget_truth_ratio", "model_utility", "privleak"),
+        headline=("forget_quality", "forget_truth_ratio", "retain_utility", "privleak"),
         figures=(_probe_heatmap,),
         applies_edit=True,
         description="the evaluation card: probes, weight traces, attacks, membership inference, TOFU metrics",

@@ -4,8 +4,9 @@
 - `probe_accuracy` — per-layer linear probes, fit on the original model or refit on the edited one.
 - `weight_traces`, `vector_traces`, `activation_shift` — intrinsic traces of the edit.
 - `attack_suite` — held-out paraphrases, few-shot prompts, in-context reintroduction, relearning.
-- `membership_inference`, `tofu_metrics` — LOSS / zlib / Min-K% / Min-K%++ AUCs and PrivLeak;
-  truth ratio, forget quality and model utility against the retain model.
+- `membership_inference`, `tofu_metrics` — LOSS / zlib / Min-K% / Min-K%++ / gradnorm / reference
+  AUCs and PrivLeak; truth ratio, forget quality, ROUGE, memorization and retain utility against
+  the retain model, as open-unlearning computes them (scoring protocols: `verify.protocol`).
 - `evaluation_card` — all of the above in one `Result`.
 """
 

@@ -10,6 +10,11 @@ forward pass gives all three metrics, batched.
 | ``exact_match``     | 1.0 if greedy decoding yields the answer   |
 | ``answer_logprob``  | Σ log p(answer token) (natural log)        |
 | ``answer_prob_norm``| p(answer)^(1/|answer|), TOFU's normalised probability |
+
+`score_items` also gives ``avg_loss`` (mean token NLL, −log of ``answer_prob_norm``) and
+open-unlearning's teacher-forced memorization scores of the answer's tokens (without the EOS
+token that ``eos=True`` adds, as open-unlearning drops the last labelled token):
+`exact_memorization` and `extraction_strength`.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 
 import pandas as pd
 import torch
+from jaxtyping import Int
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from mechunlearn.core.result import Result, provenance
@@ -32,27 +39,63 @@ if TYPE_CHECKING:
     from mechunlearn.world.target import Item, Target
 
 METRICS = ("exact_match", "answer_logprob", "answer_prob_norm")
+"""The behaviour section's metrics."""
+SCORES = ("avg_loss", "exact_memorization", "extraction_strength")
+"""`score_items`' further per-item scores (used by the TOFU metrics, not reported by `behavior`)."""
+
+
+def exact_memorization(preds: Int[Tensor, "n"], labels: Int[Tensor, "n"]) -> float:
+    """Share of answer tokens whose teacher-forced argmax is the answer token.
+
+    open-unlearning ``src/evals/metrics/memorization.py:177-219`` (``exact_memorization``:
+    ``(preds == labels).sum() / len(labels)`` over the labelled tokens but the last).
+    """
+    if labels.numel() == 0 or preds.shape != labels.shape:
+        raise ValueError(f"exact memorization needs equally long, non-empty predictions and labels; got {tuple(preds.shape)} and {tuple(labels.shape)}")
+    return float((preds == labels).double().mean())
+
+
+def extraction_strength(preds: Int[Tensor, "n"], labels: Int[Tensor, "n"]) -> float:
+    """1 − k/n, k the first position from which every teacher-forced argmax is the answer token.
+
+    open-unlearning ``src/evals/metrics/memorization.py:222-269`` (``extraction_strength``):
+    its loop tries k = 0 … n−1 and stops at the first suffix that matches; when none does (the
+    last token is wrong too) it leaves k = n−1, so such an answer scores 1/n, not 0. This is
+    the same number.
+    """
+    n = labels.numel()
+    if n == 0 or preds.shape != labels.shape:
+        raise ValueError(f"extraction strength needs equally long, non-empty predictions and labels; got {tuple(preds.shape)} and {tuple(labels.shape)}")
+    hit = (preds == labels).flip(0).long().cumprod(0)
+    k = min(n - int(hit.sum()), n - 1)
+    return 1.0 - k / n
 
 
 @torch.no_grad()
-def score_items(model: "Model", items: Sequence["Item"], *, batch_size: int = 64, progress: bool = True) -> pd.DataFrame:
-    """One row per item: its fields plus ``exact_match``, ``answer_logprob``, ``answer_prob_norm``."""
+def score_items(model: "Model", items: Sequence["Item"], *, batch_size: int = 64, eos: bool = False, progress: bool = True) -> pd.DataFrame:
+    """One row per item: its fields plus `METRICS` and `SCORES`.
+
+    ``eos`` counts the end-of-sequence token after the answer (TOFU's protocol): in
+    ``exact_match``, the log-probability and the losses, not in the memorization scores."""
     if not items:
         raise ValueError("no items to score")
     # Score in order of length so that batches carry little padding; rows come back in input order.
     order = sorted(range(len(items)), key=lambda i: len(items[i].prompt) + len(items[i].answer))
     items = [items[i] for i in order]
     rows = []
-    batches = qa_batches(model, items, batch_size)
+    batches = qa_batches(model, items, batch_size, eos=eos)
     total = (len(items) + batch_size - 1) // batch_size
     for chunk, batch in tqdm(batches, total=total, desc="score", leave=False, disable=not progress or total < 4):
         logits = model.forward(batch.tokens)
         mask = batch.answer_mask.to(logits.device)
         targets = batch.targets.to(logits.device)
         lp = (token_logprobs(logits, targets) * mask).sum(-1)
-        hit = ((logits.argmax(-1) == targets) | ~mask).all(-1)
+        preds = logits.argmax(-1)
+        hit = ((preds == targets) | ~mask).all(-1)
         n = batch.answer_lengths.to(lp.device).clamp_min(1)
-        for item, em, logp, length in zip(chunk, hit.tolist(), lp.tolist(), n.tolist()):
+        for i, (item, em, logp, length) in enumerate(zip(chunk, hit.tolist(), lp.tolist(), n.tolist())):
+            at = mask[i].nonzero()[:, 0]
+            at = at[:-1] if eos else at  # the memorization scores drop the EOS (the last labelled token)
             rows.append(
                 {
                     "prompt": item.prompt,
@@ -64,6 +107,9 @@ def score_items(model: "Model", items: Sequence["Item"], *, batch_size: int = 64
                     "exact_match": float(em),
                     "answer_logprob": logp,
                     "answer_prob_norm": float(torch.tensor(logp / length).exp()),
+                    "avg_loss": -logp / length,
+                    "exact_memorization": exact_memorization(preds[i, at].cpu(), targets[i, at].cpu()),
+                    "extraction_strength": extraction_strength(preds[i, at].cpu(), targets[i, at].cpu()),
                 }
             )
     frame = pd.DataFrame(rows)
@@ -104,7 +150,7 @@ def behavior(
         parts.append(scored)
     if not parts:
         raise ValueError(f"target {target.name!r} has no items in splits {list(splits)}")
-    wide = pd.concat(parts, ignore_index=True)
+    wide = pd.concat(parts, ignore_index=True).drop(columns=list(SCORES))
     id_cols = [c for c in wide.columns if c not in METRICS]
     long = wide.melt(id_vars=id_cols, value_vars=list(METRICS), var_name="metric", value_name="value")
     if aggregate == "split":

@@ -16,8 +16,11 @@ Sections (column ``section``) and the model roles they score (column ``model``: 
 | ``weights``   | ‖Δθ‖/‖θ‖, spectrum, density per weight and per layer × module            | each edit that changes weights (its deltas, or an edited Model's weights against the original's); hook-only edits are skipped with the reason in the provenance |
 | ``activations`` | activation shift at every block's residual on forget vs retain prompts | each edit vs original |
 | ``attacks``   | paraphrase, few-shot, in-context reintroduction, relearning curves      | all                  |
-| ``mia``       | ``mia_*`` AUCs, ``privleak`` against the retain model                   | all                  |
-| ``tofu``      | ``forget_truth_ratio``, ``forget_quality``, ``model_utility``            | all                  |
+| ``mia``       | ``mia_*`` AUCs (``mia_reference``: the retain model as reference), ``privleak`` against the retain model | all |
+| ``tofu``      | ``forget_truth_ratio``, ``forget_quality``, ``retain_utility``, ``*_Q_A_Prob``, ``*_Q_A_ROUGE``, ``extraction_strength``, ``exact_memorization`` | all |
+
+The ``mia`` and ``tofu`` rows say which tokens they scored (column ``protocol``,
+`mechunlearn.verify.protocol`).
 
 Without a retain model the floors, ``privleak`` and ``forget_quality`` are left out (logged).
 """
@@ -73,7 +76,7 @@ class CardConfig:
     shift_position: str = "last"
     """Token position of the activation shift (``last`` or ``subject``)."""
     keep_scores: bool = True
-    """Keep per-item membership scores (``mia_score`` rows, for ROC figures)."""
+    """Keep per-item scores (``mia_score`` rows, for ROC figures; ``tofu_item`` rows, for open-unlearning's ``value_by_index``)."""
     max_items: int | None = 1500
     """Retain and holdout items per split for the behaviour and activation sections (seeded subset; None: all)."""
     seed: int = 0
@@ -213,7 +216,7 @@ def evaluation_card(
         elif section == "mia":
             add(section, membership_inference(models, target, config.mia, keep_scores=config.keep_scores, **common))
         elif section == "tofu":
-            add(section, tofu_metrics(models, target, _world_for(original, target, world), config.tofu, **common))
+            add(section, tofu_metrics(models, target, _world_for(original, target, world), config.tofu, keep_items=config.keep_scores, **common))
         timings[section] = time.perf_counter() - start
     frame = pd.concat(parts, ignore_index=True)
     frame["run_id"] = config.run_id
@@ -234,7 +237,7 @@ HEADLINE = (
     ("behavior", "exact_match", "retain"),
     ("tofu", "forget_quality", "forget"),
     ("tofu", "forget_truth_ratio", "forget"),
-    ("tofu", "model_utility", "retain"),
+    ("tofu", "retain_utility", "retain"),
     ("mia", "mia_min_k", "forget_vs_holdout"),
     ("mia", "privleak", "forget_vs_holdout"),
 )

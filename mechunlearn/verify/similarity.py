@@ -1,13 +1,16 @@
-"""Answer similarity: sentence BLEU and ROUGE-L, as ConceptVectors compares an edited model's answers
-with the unedited model's.
+"""Answer similarity: sentence BLEU and ROUGE, as ConceptVectors compares an edited model's answers
+with the unedited model's and TOFU / MUSE compare generations with ground truths.
 
-Both work on word tokens: lower-cased runs of letters/digits, and single punctuation marks
-(``"Tokyo, Japan."`` → ``["tokyo", ",", "japan", "."]``).
+BLEU works on word tokens: lower-cased runs of letters/digits, and single punctuation marks
+(``"Tokyo, Japan."`` → ``["tokyo", ",", "japan", "."]``). ROUGE is the ``rouge-score`` package's
+(Google's reimplementation of Lin 2004, which TOFU, MUSE and open-unlearning use): lower-cased
+alphanumeric tokens, punctuation dropped, Porter stemming.
 
 | function   | definition                                                                 |
 | ---------- | -------------------------------------------------------------------------- |
 | `bleu`     | BP · exp(mean_n log p_n), n = 1..4 (Papineni et al. 2002); p_1 = clipped unigram precision, p_n = (m_n + 1)/(c_n + 1) for n ≥ 2 (Lin & Och 2004 add-one smoothing) |
-| `rouge_l`  | F_β of LCS precision LCS/|hyp| and recall LCS/|ref| (Lin 2004), β = 1        |
+| `rouge_l`  | F_β of LCS precision LCS/|hyp| and recall LCS/|ref| (``rouge-score``), β = 1  |
+| `rouge`    | ``rouge1_recall``, ``rougeL_f1``, ``rougeL_recall`` (open-unlearning's keys)   |
 
 Short answers are the norm here (a few words), which is why BLEU is smoothed: unsmoothed, any
 answer shorter than four words scores 0 even when identical. With Lin & Och's smoothing an answer
@@ -18,6 +21,7 @@ n-gram order as ``0/1`` instead of ``0/0``, so an identical one-word answer gets
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections import Counter
@@ -71,36 +75,47 @@ def bleu(hypothesis: str | Sequence[str], reference: str | Sequence[str], *, max
     return float(brevity * math.exp(log_sum / max_order))
 
 
-def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
-    """Length of the longest common subsequence of two token lists (dynamic programming)."""
-    if len(a) < len(b):
-        a, b = b, a
-    prev = [0] * (len(b) + 1)
-    for x in a:
-        cur = [0]
-        for j, y in enumerate(b):
-            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
-        prev = cur
-    return prev[-1]
+@functools.lru_cache(maxsize=None)
+def _scorer():
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rouge1", "rougeL"], use_stemmer=True)
 
 
-def rouge_l(hypothesis: str | Sequence[str], reference: str | Sequence[str], *, beta: float = 1.0) -> float:
-    """ROUGE-L F-measure of ``hypothesis`` against ``reference``, in [0, 1].
+def rouge(hypothesis: str, reference: str) -> dict[str, float]:
+    """``rouge1_recall``, ``rougeL_f1`` and ``rougeL_recall`` of ``hypothesis`` (a generation)
+    against ``reference`` (the ground truth), from the ``rouge-score`` package with Porter
+    stemming, as open-unlearning reports them (``src/evals/metrics/utils.py:254-266``).
 
-    ``beta`` weights recall over precision (1: the F1 that ``rouge-score`` reports). Two empty
-    texts score 1; one empty text scores 0.
+    >>> rouge("Paris is the capital", "Paris")["rougeL_recall"]
+    1.0
+    """
+    for text in (hypothesis, reference):
+        if not isinstance(text, str):
+            raise TypeError(f"ROUGE compares strings, got {type(text).__name__}")
+    scores = _scorer().score(reference, hypothesis)
+    return {"rouge1_recall": scores["rouge1"].recall, "rougeL_f1": scores["rougeL"].fmeasure, "rougeL_recall": scores["rougeL"].recall}
+
+
+def rouge_l(hypothesis: str, reference: str, *, beta: float = 1.0) -> float:
+    """ROUGE-L F-measure of ``hypothesis`` against ``reference``, in [0, 1] (``rouge-score``'s
+    LCS precision and recall, lower-cased alphanumeric tokens, Porter stemming).
+
+    ``beta`` weights recall over precision (1: the F1 that ``rouge-score`` reports). An empty
+    text on either side scores 0 (``rouge-score``'s convention).
 
     >>> rouge_l("the cat sat", "the cat sat down")     # P = 1, R = 3/4
     0.8571428571428571
     """
     if beta <= 0:
         raise ValueError(f"beta must be > 0, got {beta}")
-    hyp, ref = _as_tokens(hypothesis), _as_tokens(reference)
-    if not hyp or not ref:
-        return 1.0 if not hyp and not ref else 0.0
-    lcs = lcs_length(hyp, ref)
-    if lcs == 0:
+    if not isinstance(hypothesis, str) or not isinstance(reference, str):
+        raise TypeError("ROUGE compares strings")
+    score = _scorer().score(reference, hypothesis)["rougeL"]
+    if beta == 1.0:
+        return float(score.fmeasure)
+    precision, recall = score.precision, score.recall
+    if precision == 0 or recall == 0:
         return 0.0
-    precision, recall = lcs / len(hyp), lcs / len(ref)
     b2 = beta * beta
     return float((1 + b2) * precision * recall / (recall + b2 * precision))

@@ -48,7 +48,7 @@ def card(models, target, world):
         probes=ProbeConfig(templates_per_fact=None, positions=("question",)),
         attacks=AttackConfig(max_items=240),
         mia=MIAConfig(max_items=300),
-        tofu=TofuConfig(max_retain_people=8, max_retain_items=300),
+        tofu=TofuConfig(max_retain_people=8, max_qa_items=300),
         max_items=400,
     )
     return evaluation_card((model, edit), None, retain, target, config, world=world)
@@ -70,8 +70,13 @@ def test_subject_token_cache_matches_run_with_cache(models, target):
 def test_card_has_every_section_and_open_unlearning_names(card):
     f = card.frame
     assert set(f["section"]) == {"behavior", "probes", "weights", "activations", "attacks", "mia", "tofu"}
-    for metric in ("forget_quality", "forget_truth_ratio", "model_utility", "privleak", "mia_loss", "mia_zlib", "mia_min_k", "mia_min_k_plus_plus", "probe_acc"):
+    for metric in (
+        "forget_quality", "forget_truth_ratio", "retain_Truth_Ratio", "retain_utility", "forget_Q_A_Prob", "forget_Q_A_ROUGE", "retain_Q_A_ROUGE",
+        "extraction_strength", "exact_memorization", "privleak", "mia_loss", "mia_zlib", "mia_min_k", "mia_min_k_plus_plus", "mia_reference", "probe_acc",
+    ):
         assert metric in set(f["metric"]), metric
+    assert "model_utility" not in set(f["metric"])  # its 9 parts need sets bios-tiny has not
+    assert set(f.loc[f["section"].isin(["mia", "tofu"]), "protocol"]) == {"mechunlearn"}
     assert set(f["model"].dropna()) == {"original", "edited", "retain"}
 
 
@@ -84,6 +89,8 @@ def test_reference_points_behave(card):
     # here); on the full world (120 items) the unedited model's forget_quality is 0.016 (demo study)
     assert s.loc["original", "forget_quality"] < s.loc["retain", "forget_quality"]
     assert s.loc["original", "mia_min_k"] > s.loc["retain", "mia_min_k"] + 0.2
+    # MUSE's sign: the unedited model's forget set stands out as members (privleak well below 0)
+    assert s.loc["original", "privleak"] < -20
 
 
 def test_finding_probes_decode_above_the_retain_floor(card):

@@ -4,6 +4,7 @@ membership signal on a tiny model fine-tuned on the forget items."""
 from __future__ import annotations
 
 import math
+import zlib
 
 import numpy as np
 import pytest
@@ -14,6 +15,8 @@ from mechunlearn.unlearn.loop import TrainConfig, fit
 from mechunlearn.verify.mia import (
     MIAConfig,
     auc,
+    gradnorm,
+    gradnorm_scores,
     item_text,
     membership_inference,
     mia_scores,
@@ -80,9 +83,34 @@ def test_zlib_ratio_by_hand():
     assert zlib_ratio(3.0, "abcdefgh") == pytest.approx(3.0 / 16)
 
 
-def test_privleak_by_hand():
-    assert privleak(0.6, 0.5) == pytest.approx(20.0)
-    assert privleak(0.25, 0.5) == pytest.approx(-50.0)
+def test_privleak_by_hand_as_muse_and_open_unlearning_define_it():
+    # privacy.py:42-52: score = 1 - AUC_edited, ref = 1 - AUC_retain, (score - ref) / ref * 100
+    assert privleak(1.0, 0.5) == pytest.approx(-100.0)  # a model that remembers its forget set
+    assert privleak(0.5, 0.5) == pytest.approx(0.0)  # the retain model itself
+    assert privleak(0.6, 0.5) == pytest.approx(-20.0)  # (0.4 - 0.5) / 0.5
+    assert privleak(0.25, 0.5) == pytest.approx(50.0)  # (0.75 - 0.5) / 0.5: over-unlearned
+    assert privleak(0.7, 0.4) == pytest.approx(-50.0)  # (0.3 - 0.6) / 0.6: not the old / AUC_retain
+    with pytest.raises(ValueError, match="AUC is 1"):
+        privleak(0.9, 1.0)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        privleak(1.2, 0.5)
+
+
+def test_min_k_plus_plus_floors_the_variance_as_open_unlearning_does():
+    # sigma^2 is clamped at 1e-6 (sigma >= 1e-3): a near-deterministic position gives z = -2 / 1e-3
+    lp, mu = torch.tensor([-3.0]), torch.tensor([-1.0])
+    assert min_k_plus_plus(lp, mu, torch.tensor([0.0]), 1.0) == pytest.approx(-2000.0)
+
+
+def test_gradnorm_by_hand():
+    grads = [torch.tensor([3.0, 4.0]), torch.tensor([[1.0, 0.0], [0.0, 0.0]])]
+    assert gradnorm(grads, 2) == pytest.approx((5.0 + 1.0) / 2)  # mean of per-tensor norms
+    assert gradnorm(grads, 1) == pytest.approx((7.0 + 1.0) / 2)
+    assert gradnorm(grads, float("inf")) == pytest.approx((4.0 + 1.0) / 2)
+    with pytest.raises(ValueError):
+        gradnorm(grads, 3)
+    with pytest.raises(ValueError, match="unknown membership"):
+        MIAConfig(attacks=("loss", "recall"))
 
 
 def test_mia_scores_match_a_direct_computation(target):
@@ -123,6 +151,53 @@ def test_a_model_trained_on_the_forget_items_leaks_membership(target):
     for attack in ("loss", "zlib", "min_k", "min_k_plus_plus"):
         assert by[("edited", f"mia_{attack}")] > 0.9
     assert abs(by[("retain", "mia_loss")] - 0.5) < 0.35
+    # the retain model as the reference: the trained model's forget NLL drops far below it
+    assert by[("edited", "mia_reference")] > 0.9 and ("retain", "mia_reference") not in by.index
     leak = f[(f["metric"] == "privleak") & (f["model"] == "edited")]["value"]
-    assert len(leak) == 1 and float(leak.iloc[0]) > 0
+    # MUSE's sign: a model whose forget set stands out as members reads near -100
+    assert len(leak) == 1 and float(leak.iloc[0]) < -50
     assert set(f[f["metric"] == "mia_score"]["split"]) == {"forget", "holdout"}
+    assert set(f["protocol"]) == {"mechunlearn"}
+
+
+def _direct_logprobs(model, ids):
+    with torch.no_grad():
+        logits = model.forward(torch.tensor([ids]))[0, :-1].double()
+    logp = torch.log_softmax(logits, -1)
+    return logp, logp[torch.arange(len(ids) - 1), torch.tensor(ids[1:])]
+
+
+def test_tofu_protocol_scores_the_answer_with_eos_for_the_loss_and_without_for_min_k(target):
+    model = make_tiny_model(seed=4)
+    items = list(target.forget[:4])
+    scores = mia_scores(model, items, MIAConfig(k=1.0), protocol="tofu", progress=False)
+    for row, it in zip(scores.itertuples(), items):
+        prompt = model.encode(it.prompt, prepend_bos=True)
+        ids = prompt + model.encode(" " + it.answer) + [model.eos_token_id]
+        _, tok = _direct_logprobs(model, ids)
+        answer = tok[len(prompt) - 1 :]  # the answer's tokens, then EOS
+        assert row.n_tokens == answer.numel()
+        assert row.loss == pytest.approx(float(answer.mean()), rel=1e-5)  # EOS counted
+        assert row.min_k == pytest.approx(float(answer[:-1].mean()), rel=1e-5)  # k = 1: EOS dropped
+        assert row.zlib == pytest.approx(float(answer.mean()) / len(zlib.compress(it.answer.encode())), rel=1e-5)
+
+
+def test_gradnorm_scores_match_autograd_and_leave_the_model_as_it_was(target):
+    model = make_tiny_model(seed=5)
+    items = list(target.forget[:2])
+    params = list(model.bridge.parameters())
+    got = gradnorm_scores(model, items, MIAConfig(), protocol="tofu", progress=False)
+    assert all(not p.requires_grad and p.grad is None for p in params)
+    for value, it in zip(got, items):
+        prompt = model.encode(it.prompt, prepend_bos=True)
+        ids = prompt + model.encode(" " + it.answer)  # tofu: EOS dropped from the token-wise loss
+        with torch.enable_grad():
+            for p in params:
+                p.requires_grad_(True)
+            logits = model.forward(torch.tensor([ids + [model.eos_token_id]]))[0]
+            lp = torch.log_softmax(logits.float(), -1)[torch.arange(len(ids) - 1), torch.tensor(ids[1:])]
+            grads = torch.autograd.grad(-lp[len(prompt) - 1 :].mean(), params, allow_unused=True)
+            for p in params:
+                p.requires_grad_(False)
+        norms = [float(g.norm()) for g in grads if g is not None]
+        assert value == pytest.approx(-sum(norms) / len(norms), rel=1e-4)

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from mechunlearn.verify.similarity import bleu, lcs_length, ngram_counts, rouge_l, words
+from mechunlearn.verify.similarity import bleu, ngram_counts, rouge, rouge_l, words
 
 HYP = "the cat sat on the mat"
 REF = "the cat is on the mat"
@@ -58,17 +58,31 @@ def test_bleu_agrees_with_nltk_for_sentences_of_four_words_or_more():
         assert bleu(hyp, ref) == pytest.approx(theirs, rel=1e-9)
 
 
-def test_lcs_length():
-    assert lcs_length(list("ABCBDAB"), list("BDCABA")) == 4
-    assert lcs_length([], ["a"]) == 0
-
-
 def test_rouge_l_by_hand():
     assert rouge_l("the cat sat", "the cat sat down") == pytest.approx(6 / 7)  # P = 1, R = 3/4
     assert rouge_l("a b c d", "a c b d") == pytest.approx(0.75)  # LCS 3 of 4 both ways
     assert rouge_l("the cat sat", "the cat sat down", beta=2.0) == pytest.approx(5 * 0.75 / (0.75 + 4))
     assert rouge_l("x y", "a b") == 0.0
-    assert rouge_l("", "") == 1.0 and rouge_l("a", "") == 0.0
     assert rouge_l(HYP, HYP) == 1.0
     with pytest.raises(ValueError):
         rouge_l("a", "a", beta=0)
+    with pytest.raises(TypeError):
+        rouge_l(["a"], "a")
+
+
+def test_rouge_follows_rouge_score_stemming_punctuation_and_empty_texts():
+    # rouge-score drops punctuation and case: "Paris, France." is the two tokens paris france
+    assert rouge_l("Paris, France.", "paris france") == 1.0
+    # Porter stemming: "cats" -> "cat", "sitting" -> "sit"; "sat" stays: LCS "the cat" = 2 of 3
+    assert rouge_l("the cats sat", "the cat sitting") == pytest.approx(2 / 3)
+    # an empty text on either side scores 0, two empty texts too (rouge-score's convention)
+    assert rouge_l("", "") == 0.0 and rouge_l("a", "") == 0.0
+
+
+def test_rouge_recall_is_the_share_of_the_ground_truth_recovered():
+    # TOFU's ROUGE-L recall: LCS / |ground truth|; generation "Paris is the capital", truth "Paris"
+    got = rouge("Paris is the capital", "Paris")
+    assert got["rougeL_recall"] == 1.0 and got["rouge1_recall"] == 1.0
+    assert got["rougeL_f1"] == pytest.approx(2 * 0.25 * 1 / 1.25)  # P = 1/4, R = 1
+    # truth "born in lyon france" (4 tokens), generation "she was born in paris": LCS "born in" = 2
+    assert rouge("she was born in paris", "born in lyon france")["rougeL_recall"] == pytest.approx(0.5)
