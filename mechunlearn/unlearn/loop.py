@@ -144,6 +144,7 @@ def fit(
     stop: Callable[[int], bool] | None = None,
     stop_every: int = 10,
     desc: str = "train",
+    extra: Sequence[Tensor] = (),
 ) -> TrainLog:
     """Minimise ``loss_fn(step)`` over the chosen weights of ``model``, in place.
 
@@ -152,7 +153,9 @@ def fit(
     weights in ``weights`` that the mask does not name are not trained at all. With a mask,
     gradient clipping sees the masked entries' gradient (the only one the optimiser uses).
     ``stop(step)`` is checked every ``stop_every`` steps (and after the last) for early
-    stopping on a forget criterion.
+    stopping on a forget criterion. ``extra`` are leaf tensors trained alongside the weights
+    (or, with ``weights=[]``, instead of them): the factors of a LoRA adapter that ``loss_fn``
+    reaches through hooks.
     """
     names = list(weights) if weights is not None else (mask.names if mask is not None else model.weight_names())
     if mask is not None:
@@ -165,7 +168,9 @@ def fit(
     for p in params:
         p.requires_grad_(True)
     masked = _masked_params(model, names, mask) if mask is not None else []
-    trained = [m.values for m in masked] if mask is not None else params
+    trained = ([m.values for m in masked] if mask is not None else params) + list(extra)
+    if not trained:
+        raise ValueError(f"{desc}: nothing to train (no weights, mask entries or extra tensors)")
     optimizer = torch.optim.AdamW(trained, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     precision = resolve(cfg.autocast, model.device)
     log_ = TrainLog(precision=precision)

@@ -21,17 +21,20 @@ relearns half of the attributes of every forget person and measures the other at
 from __future__ import annotations
 
 import logging
+import re
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
 from mechunlearn.core.memo import by_weights
+from mechunlearn.core.registry import Registry
 from mechunlearn.core.result import Result, provenance
 from mechunlearn.models.activations import model_of, using
-from mechunlearn.models.text import answer_nll, encode_qa
+from mechunlearn.models.text import answer_nll, encode_pair, encode_qa
 from mechunlearn.unlearn.loop import TrainConfig, fit
 from mechunlearn.verify.behavior import score_items
 from mechunlearn.world.target import Item
@@ -43,8 +46,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-ATTACKS = ("paraphrase", "few_shot", "reintroduce", "relearn")
-"""The attacks `attack_suite` runs."""
+ATTACKS = ("paraphrase", "few_shot", "reintroduce", "relearn", "retain_finetune", "quantize", "leak")
+"""The attacks `attack_suite` runs by default, in order (every name of `ATTACK_RUNNERS`)."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,34 @@ class AttackConfig:
     """Sequences per forward pass."""
     seed: int = 0
     """Seed of shots, subsets and the relearning split and batches."""
+    # -- the tamper suite (ceilings, retain-only fine-tuning, quantization, LoRA relearning, Leak@k)
+    min_ceiling: float = 0.5
+    """An attack applies to a model only where the unedited model (role ``original``) scores at
+    least this on forget items under it (its *ceiling*); below, its rows say
+    ``applicable=False`` and why (an attack the unedited model fails cannot reveal anything)."""
+    retain_ft_steps: int = 10
+    """Fine-tuning steps of the retain-only attack (retain questions only; forget accuracy watched)."""
+    retain_ft_lr: float = 1e-4
+    """Learning rate of the retain-only attack (AdamW, constant)."""
+    quant_bits: tuple[int, ...] = (8, 4)
+    """Bit widths of the quantization attack (symmetric round-to-nearest per output channel)."""
+    quant_weights: str = "matrices"
+    """Weight family quantized (its 2-D weights; biases, norms and embeddings stay float)."""
+    relearn_modes: tuple[str, ...] = ("full",)
+    """Relearning by ``full`` fine-tuning of ``relearn_weights`` and/or ``lora`` (rank
+    ``lora_rank`` adapters on every matrix); both give curves at every ``relearn_eval_every`` steps."""
+    lora_rank: int = 4
+    """Rank of the LoRA relearning adapters."""
+    lora_lr: float = 1e-3
+    """Learning rate of LoRA relearning (adapters need a larger one than full fine-tuning)."""
+    leak_k: tuple[int, ...] = (1, 4, 16)
+    """Leak@k: samples per forget question; a leak when any of the first ``k`` contains the answer."""
+    leak_temperature: float = 1.0
+    """Sampling temperature of Leak@k."""
+    leak_top_p: float = 0.95
+    """Nucleus (top-p) mass of Leak@k."""
+    leak_max_items: int | None = 200
+    """Forget questions sampled by Leak@k (a seeded subset; None: all)."""
 
     def __post_init__(self) -> None:
         if self.few_shot_shots not in ("attribute", "any"):
@@ -96,6 +127,20 @@ class AttackConfig:
             raise ValueError(f"unknown reintroduction kinds {bad}; use 'two_hop' and/or 'direct'")
         if self.few_shot_k < 1 or self.relearn_steps < 1 or self.relearn_eval_every < 1:
             raise ValueError("few_shot_k, relearn_steps and relearn_eval_every must be >= 1")
+        if not 0 <= self.min_ceiling <= 1:
+            raise ValueError(f"min_ceiling must be in [0, 1], got {self.min_ceiling}")
+        if self.retain_ft_steps < 1 or self.lora_rank < 1:
+            raise ValueError("retain_ft_steps and lora_rank must be >= 1")
+        bad_bits = [b for b in self.quant_bits if not 2 <= b <= 16]
+        if bad_bits or not self.quant_bits:
+            raise ValueError(f"quant_bits must be integers in [2, 16], got {self.quant_bits}")
+        bad_modes = [m for m in self.relearn_modes if m not in ("full", "lora")]
+        if bad_modes or not self.relearn_modes:
+            raise ValueError(f"relearn_modes must be 'full' and/or 'lora', got {self.relearn_modes}")
+        if not self.leak_k or min(self.leak_k) < 1:
+            raise ValueError(f"leak_k must be sample counts >= 1, got {self.leak_k}")
+        if not self.leak_temperature > 0 or not 0 < self.leak_top_p <= 1:
+            raise ValueError(f"Leak@k needs temperature > 0 and top_p in (0, 1], got {self.leak_temperature}, {self.leak_top_p}")
 
 
 def _sample(items: Sequence[Item], limit: int | None, seed: int) -> list[Item]:
@@ -218,6 +263,84 @@ def relearn_halves(target: "Target", config: AttackConfig = AttackConfig()) -> t
     return [it for it in items if key(it) in first], [it for it in items if key(it) not in first]
 
 
+@contextmanager
+def lora_adapters(model: "Model", names: Sequence[str], rank: int, seed: int = 0) -> Iterator[list[torch.Tensor]]:
+    """Rank-``rank`` LoRA adapters on the ``nn.Linear`` modules that hold the weights ``names``.
+
+    Each module's output becomes ``y + (x Aᵀ) Bᵀ`` (A ``[rank, in]`` random, B ``[out, rank]``
+    zero, so the model starts unchanged) through a forward hook; yields the factors for `fit`'s
+    ``extra`` and removes exactly its hooks on exit. The weights themselves are never written.
+    """
+    owners = {id(p): mod for mod in model.bridge.modules() if isinstance(mod, torch.nn.Linear) for p in mod.parameters(recurse=False)}
+    gen = torch.Generator().manual_seed(seed)
+    handles, factors = [], []
+    try:
+        for name in names:
+            param = model.weight_spec(name).param
+            module = owners.get(id(param))
+            if module is None or module.weight is not param:
+                raise ValueError(f"LoRA adapts nn.Linear weights; {name} is not one (use the 'matrices' weight family)")
+            out_features, in_features = param.shape
+            a = (torch.randn(rank, in_features, generator=gen) / in_features**0.5).to(param).requires_grad_(True)
+            b = torch.zeros(out_features, rank).to(param).requires_grad_(True)
+            handles.append(module.register_forward_hook(lambda mod, inputs, out, a=a, b=b: out + (inputs[0] @ a.T) @ b.T))
+            factors += [a, b]
+        yield factors
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def finetune_curve(
+    model: "Model",
+    train: Sequence[Item],
+    evals: Mapping[str, Sequence[Item]],
+    config: AttackConfig,
+    *,
+    steps: int,
+    lr: float,
+    mode: str = "full",
+    weights: str = "no_embed",
+    desc: str = "finetune",
+) -> list[dict]:
+    """Fine-tune ``model`` on ``train`` (answer NLL, the one loop) and score every ``evals`` set
+    at step 0 and every ``relearn_eval_every`` steps; the weights are restored bit for bit after.
+
+    ``mode``: ``full`` trains the ``weights`` family, ``lora`` rank-``lora_rank`` adapters on the
+    matrices (hooks, removed after). Rows: ``eval`` (the set's name), ``step``, ``exact_match``,
+    ``prob``, ``n_items``.
+    """
+    if not train:
+        raise ValueError(f"{desc}: no items to fine-tune on")
+    gen = torch.Generator().manual_seed(config.seed)
+    rows: list[dict] = []
+
+    def evaluate(step: int) -> bool:
+        for label, items in evals.items():
+            scored = score_items(model, items, batch_size=config.batch_size, progress=False)
+            rows.append({"eval": label, "step": step, "exact_match": float(scored["exact_match"].mean()), "prob": float(scored["answer_prob_norm"].mean()), "n_items": len(items)})
+        return False
+
+    def loss(step: int) -> torch.Tensor:
+        idx = torch.randint(0, len(train), (min(config.relearn_batch_size, len(train)),), generator=gen).tolist()
+        batch = encode_qa(model, [train[i].prompt for i in idx], [train[i].answer for i in idx])
+        return answer_nll(model, batch).mean()
+
+    evaluate(0)
+    cfg = TrainConfig(steps=steps, lr=lr, seed=config.seed)
+    every = min(config.relearn_eval_every, steps)
+    if mode == "lora":
+        with lora_adapters(model, model.weight_names("matrices"), config.lora_rank, config.seed) as factors:
+            fit(model, loss, cfg, weights=[], extra=factors, stop=lambda step: evaluate(step + 1), stop_every=every, desc=desc)
+    elif mode == "full":
+        names = model.weight_names(weights)
+        with model.restoring(names):
+            fit(model, loss, cfg, weights=names, stop=lambda step: evaluate(step + 1), stop_every=every, desc=desc)
+    else:
+        raise ValueError(f"mode must be 'full' or 'lora', got {mode!r}")
+    return rows
+
+
 @by_weights
 def relearning_attack(subject, target: "Target", config: AttackConfig = AttackConfig(), *, progress: bool = False) -> list[dict]:
     """Fine-tune on one half of the forget set; recovery curve on both halves.
@@ -225,37 +348,198 @@ def relearning_attack(subject, target: "Target", config: AttackConfig = AttackCo
     Uses the one loop (`fit`) with the mean summed answer NLL; the model's weights are restored
     bit for bit afterwards (edit still applied inside, reverted by `using`). Rows per evaluation
     step: ``relearn_exact_match`` / ``relearn_prob`` with ``half`` = ``trained`` (the relearned
-    half) or ``other`` (the measured half), ``step``.
+    half) or ``other`` (the measured half), ``step``; attack ``relearn`` (full fine-tuning) or
+    ``relearn_lora`` (``relearn_modes``). The step budgets of a curve are its ``step`` values.
     """
     train, other = relearn_halves(target, config)
     other = _sample(other, config.max_items, config.seed)
-    gen = torch.Generator().manual_seed(config.seed)
     rows: list[dict] = []
     with using(subject) as model:
-        names = model.weight_names(config.relearn_weights)
-
-        def evaluate(step: int) -> bool:
-            for half, items in (("trained", train), ("other", other)):
-                scored = score_items(model, items, batch_size=config.batch_size, progress=False)
-                for metric, col in (("relearn_exact_match", "exact_match"), ("relearn_prob", "answer_prob_norm")):
-                    rows.append({"attack": "relearn", "split": "forget", "half": half, "step": step, "metric": metric, "value": float(scored[col].mean()), "n_items": len(items)})
-            return False
-
-        def loss(step: int) -> torch.Tensor:
-            idx = torch.randint(0, len(train), (min(config.relearn_batch_size, len(train)),), generator=gen).tolist()
-            batch = encode_qa(model, [train[i].prompt for i in idx], [train[i].answer for i in idx])
-            return answer_nll(model, batch).mean()
-
-        evaluate(0)
-        cfg = TrainConfig(steps=config.relearn_steps, lr=config.relearn_lr, seed=config.seed)
-        with model.restoring(names):
-            fit(model, loss, cfg, weights=names, stop=lambda step: evaluate(step + 1), stop_every=config.relearn_eval_every, desc="relearn")
-    for r in rows:
-        r["split_by"] = config.relearn_split
+        for mode in config.relearn_modes:
+            lr = config.relearn_lr if mode == "full" else config.lora_lr
+            curve = finetune_curve(model, train, {"trained": train, "other": other}, config, steps=config.relearn_steps, lr=lr, mode=mode, weights=config.relearn_weights, desc=f"relearn ({mode})")
+            attack = "relearn" if mode == "full" else f"relearn_{mode}"
+            for r in curve:
+                for metric, col in (("relearn_exact_match", "exact_match"), ("relearn_prob", "prob")):
+                    rows.append({"attack": attack, "split": "forget", "half": r["eval"], "step": r["step"], "metric": metric, "value": r[col], "n_items": r["n_items"], "split_by": config.relearn_split})
     return rows
 
 
+# --------------------------------------------------------------------------- the tamper suite
+
+
+@by_weights
+def retain_finetune_attack(subject, target: "Target", config: AttackConfig = AttackConfig()) -> list[dict]:
+    """Fine-tune on retain questions only and watch forget accuracy: forgotten answers that come
+    back without ever being shown were dormant, not deleted. Rows per step on forget and retain."""
+    retain = [it for it in target.retain if it.paraphrase == config.paraphrase]
+    forget = _sample([it for it in target.forget if it.paraphrase == config.paraphrase], config.max_items, config.seed)
+    if not retain or not forget:
+        raise ValueError(f"target {target.name!r} needs forget and retain items with paraphrase={config.paraphrase!r}")
+    evals = {"forget": forget, "retain": _sample(retain, config.max_items, config.seed)}
+    with using(subject) as model:
+        curve = finetune_curve(model, retain, evals, config, steps=config.retain_ft_steps, lr=config.retain_ft_lr, weights=config.relearn_weights, desc="retain-only fine-tuning")
+    rows = []
+    for r in curve:
+        for metric, col in (("attack_exact_match", "exact_match"), ("attack_prob", "prob")):
+            rows.append({"attack": "retain_finetune", "split": r["eval"], "step": r["step"], "metric": metric, "value": r[col], "n_items": r["n_items"]})
+    return rows
+
+
+@torch.no_grad()
+def quantize_(model: "Model", bits: int, names: Sequence[str]) -> None:
+    """Round the weights ``names`` to ``bits``-bit integers in place: symmetric, one scale per
+    output channel (row of the stored ``[out, in]`` matrix), ``w ← round(w / s) · s`` with
+    ``s = max|w_row| / (2^(bits-1) − 1)``. Undo with `Model.restoring` (see `quantized`)."""
+    qmax = 2 ** (bits - 1) - 1
+    for name in names:
+        param = model.weight_spec(name).param
+        if param.dim() != 2:
+            raise ValueError(f"quantization takes 2-D weights; {name} has shape {tuple(param.shape)}")
+        scale = param.abs().amax(dim=1, keepdim=True).clamp_min(torch.finfo(param.dtype).tiny) / qmax
+        param.copy_((param / scale).round().clamp(-qmax, qmax) * scale)
+
+
+@contextmanager
+def quantized(model: "Model", bits: int, weights: str = "matrices") -> Iterator["Model"]:
+    """The model with its ``weights`` family's 2-D weights quantized (`quantize_`) inside the
+    block, restored bit for bit on exit (errors included)."""
+    names = [n for n in model.weight_names(weights) if model.weight_spec(n).param.dim() == 2]
+    if not names:
+        raise ValueError(f"weight family {weights!r} has no 2-D weights to quantize")
+    with model.restoring(names):
+        quantize_(model, bits, names)
+        yield model
+
+
+@by_weights
+def quantization_attack(subject, target: "Target", config: AttackConfig = AttackConfig()) -> list[dict]:
+    """Exact match on forget and retain items after int-``b`` round-to-nearest quantization of
+    the (edited) weights, for each ``b`` of ``quant_bits`` (attack ``quantize_int<b>``).
+    Unlearning by weight changes smaller than half a quantization step is undone by it."""
+    rows = []
+    sets = {split: _sample([it for it in target.split(split) if it.paraphrase == config.paraphrase], config.max_items, config.seed) for split in ("forget", "retain")}
+    with using(subject) as m:
+        for bits in config.quant_bits:
+            with quantized(m, bits, config.quant_weights):
+                for split, items in sets.items():
+                    rows += _rows(score_items(m, items, batch_size=config.batch_size, progress=False), attack=f"quantize_int{bits}", split=split, bits=bits)
+    return rows
+
+
+@torch.no_grad()
+def sample_continuations(model: "Model", prompts: Sequence[str], n: int, max_new_tokens: Sequence[int], *, temperature: float, top_p: float, generator: torch.Generator, batch_size: int = 64) -> list[list[str]]:
+    """``n`` sampled continuations per prompt (temperature, nucleus top-p; seeded by
+    ``generator``), each at most its prompt's ``max_new_tokens`` long and cut at EOS."""
+    rows = [model.encode(p, prepend_bos=model.prepend_bos) for p in prompts for _ in range(n)]
+    budgets = [b for b in max_new_tokens for _ in range(n)]
+    texts: list[str] = []
+    per_batch = max(1, batch_size)
+    for start in range(0, len(rows), per_batch):
+        chunk, budget = rows[start : start + per_batch], torch.tensor(budgets[start : start + per_batch])
+        lengths = torch.tensor([len(r) for r in chunk])
+        width = min(int(lengths.max()) + int(budget.max()), model.n_ctx)
+        tokens = torch.full((len(chunk), width), model.pad_token_id, dtype=torch.long)
+        for i, r in enumerate(chunk):
+            tokens[i, : len(r)] = torch.tensor(r)
+        new: list[list[int]] = [[] for _ in chunk]
+        done = torch.zeros(len(chunk), dtype=torch.bool)
+        for step in range(int(budget.max())):
+            if int(lengths.max()) >= width:
+                break
+            logits = model.forward(tokens[:, : int(lengths.max())])[torch.arange(len(chunk)), lengths - 1].float().cpu()
+            probs = torch.softmax(logits / temperature, dim=-1)
+            sorted_p, order = probs.sort(dim=-1, descending=True)
+            outside = sorted_p.cumsum(-1) - sorted_p >= top_p  # tokens past the nucleus (the top one always stays)
+            sorted_p[outside] = 0.0
+            pick = order.gather(-1, torch.multinomial(sorted_p, 1, generator=generator))[:, 0]
+            for i, t in enumerate(pick.tolist()):
+                if not done[i]:
+                    new[i].append(t)
+                    done[i] = t == model.eos_token_id or step + 1 >= int(budget[i])
+            tokens[torch.arange(len(chunk)), lengths] = pick
+            lengths = lengths + 1
+            if bool(done.all()):
+                break
+        texts += [model.tokenizer.decode([t for t in ids if t != model.eos_token_id]) for ids in new]
+    return [texts[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+
+def contains_answer(text: str, answer: str) -> bool:
+    """Whether ``answer`` occurs in ``text`` as whole words (case-insensitive)."""
+    return re.search(rf"(?<!\w){re.escape(answer.strip())}(?!\w)", text, flags=re.IGNORECASE) is not None
+
+
+@by_weights
+def leak_attack(subject, target: "Target", config: AttackConfig = AttackConfig()) -> list[dict]:
+    """Leak@k: sample ``k`` answers per forget question and count a leak when any contains the
+    forgotten answer (greedy decoding hides leaks that sampling reveals, arXiv 2511.04934).
+    One seeded draw of ``max(leak_k)`` samples; Leak@k reads its first ``k``, so it never falls
+    as ``k`` grows. Also ``leak_greedy``: the greedy answer contains it. Each sampled answer is
+    as many tokens long as the true one (or ends at EOS), so a leak is the answer itself, not a
+    longer ramble that happens to name it."""
+    items = _sample([it for it in target.forget if it.paraphrase == config.paraphrase], config.leak_max_items, config.seed)
+    if not items:
+        raise ValueError(f"target {target.name!r} has no forget items with paraphrase={config.paraphrase!r}")
+    n = max(config.leak_k)
+    with using(subject) as m:
+        budgets = [len(encode_pair(m, it.prompt, it.answer)[1]) for it in items]
+        gen = torch.Generator().manual_seed(config.seed)
+        samples = sample_continuations(m, [it.prompt for it in items], n, budgets, temperature=config.leak_temperature, top_p=config.leak_top_p, generator=gen, batch_size=config.batch_size)
+        greedy = [""] * len(items)
+        for budget in set(budgets):  # each greedy answer as long as its true one, too
+            idx = [i for i, b in enumerate(budgets) if b == budget]
+            for i, text in zip(idx, m.generate([items[i].prompt for i in idx], budget, batch_size=config.batch_size)):
+                greedy[i] = text
+    hits = np.array([[contains_answer(s, it.answer) for s in row] for row, it in zip(samples, items)])
+    common = {"attack": "leak", "split": "forget", "n_items": len(items), "temperature": config.leak_temperature, "top_p": config.leak_top_p}
+    rows = [{**common, "metric": "leak_at_k", "k": k, "value": float(hits[:, :k].any(axis=1).mean())} for k in sorted(set(config.leak_k))]
+    rows.append({**common, "metric": "leak_greedy", "value": float(np.mean([contains_answer(g, it.answer) for g, it in zip(greedy, items)]))})
+    return rows
+
+
+SCORE_METRICS = ("attack_exact_match", "relearn_exact_match", "leak_at_k", "leak_greedy")
+"""The metrics whose forget-split value on the unedited model is an attack's ceiling."""
+
+
+def with_ceilings(frame: pd.DataFrame, min_ceiling: float) -> pd.DataFrame:
+    """Beside every row, the unedited model's value under the same attack and settings
+    (``ceiling``) and the retain model's (``oracle``), from the rows of roles ``original`` and
+    ``retain``; ``applicable`` is False, with the ``reason``, for every row of an attack whose
+    mean ceiling on forget items (`SCORE_METRICS`) is below ``min_ceiling``."""
+    frame = frame.copy()
+    keys = [c for c in frame.columns if c not in ("model", "value", "n_items")]
+    key = frame[keys].map(str).agg("|".join, axis=1)
+    for role, column in (("original", "ceiling"), ("retain", "oracle")):
+        mine = frame["model"] == role
+        frame[column] = key.map(dict(zip(key[mine], frame.loc[mine, "value"])))
+    heads = frame[(frame["model"] == "original") & frame["metric"].isin(SCORE_METRICS) & (frame["split"] == "forget")]
+    level = heads.groupby("attack")["value"].mean()
+    frame["applicable"] = frame["attack"].map(level >= min_ceiling).astype(object)
+    low = frame["applicable"].eq(False)
+    frame["reason"] = None
+    frame.loc[low, "reason"] = frame.loc[low, "attack"].map(
+        lambda a: f"not applicable: the unedited model scores {level[a]:.3f} on forget items under {a} (min_ceiling {min_ceiling}), so the attack cannot reveal hidden knowledge"
+    )
+    unknown = frame["applicable"].isna()
+    frame.loc[unknown, "reason"] = "ceiling unknown: no unedited model (role 'original') was attacked"
+    return frame
+
+
 # --------------------------------------------------------------------------- the suite
+
+ATTACK_RUNNERS: Registry = Registry("attack")
+"""Attack name -> ``runner(subject, target, config) -> rows`` (one registry of attacks)."""
+for _name, _runner in (
+    ("paraphrase", paraphrase_attack),
+    ("few_shot", few_shot_attack),
+    ("reintroduce", reintroduction_attack),
+    ("relearn", relearning_attack),
+    ("retain_finetune", retain_finetune_attack),
+    ("quantize", quantization_attack),
+    ("leak", leak_attack),
+):
+    ATTACK_RUNNERS.add(_name, _runner)
 
 
 def attack_suite(
@@ -267,17 +551,20 @@ def attack_suite(
     method: str = "none",
     run_id: str | None = None,
 ) -> Result:
-    """Run the chosen attacks on every model role (`Model` or ``(Model, Edit)`` pair)."""
-    unknown = [a for a in attacks if a not in ATTACKS]
+    """Run the chosen attacks on every model role (`Model` or ``(Model, Edit)`` pair).
+
+    Every row carries the unedited model's value under the same attack (``ceiling``, from role
+    ``original``) and the retain model's (``oracle``, role ``retain``), and ``applicable`` /
+    ``reason`` (see `with_ceilings`)."""
+    unknown = [a for a in attacks if a not in ATTACK_RUNNERS]
     if unknown:
         raise ValueError(f"unknown attacks {unknown}; choose from {ATTACKS}")
-    runners = {"paraphrase": paraphrase_attack, "few_shot": few_shot_attack, "reintroduce": reintroduction_attack, "relearn": relearning_attack}
     rows = []
     for role, subject in models.items():
         for name in attacks:
             log.info("attack %s on %s", name, role)
-            rows += [{"model": role, **r} for r in runners[name](subject, target, config)]
-    frame = pd.DataFrame(rows)
+            rows += [{"model": role, **r} for r in ATTACK_RUNNERS.get(name)(subject, target, config)]
+    frame = with_ceilings(pd.DataFrame(rows), config.min_ceiling)
     frame["method"] = method
     frame["run_id"] = run_id
     first = model_of(next(iter(models.values())))
