@@ -41,8 +41,8 @@ ifeq ($(CHROMIUM),)
 	  sudo apt-get install -y --no-install-recommends chromium
 endif
 
-# The demo runs as studies/default.yaml's `executor:` says (two worker processes, one torch
-# thread each); `make demo WORKERS=1` runs one run at a time in one process instead.
+# The demo runs one run at a time in this process; `make demo WORKERS=4` runs four at once, each
+# in its own worker process with one torch thread (worth it with more cores than two).
 WORKERS ?=
 demo: $(STAMP)
 	$(VENV)/bin/mechunlearn demo --out reports/default $(if $(WORKERS),--workers $(WORKERS))
