@@ -6,7 +6,8 @@
 >>> export_tofu(World(config).target(0.1), "my_tofu")            # the built-in world, in TOFU's layout
 """
 
+from mechunlearn.data.export import export_tofu
 from mechunlearn.data.files import load_target, read_records
 from mechunlearn.data.target import SPLITS, Item, RecordError, Target
 
-__all__ = ["SPLITS", "Item", "RecordError", "Target", "load_target", "read_records"]
+__all__ = ["SPLITS", "Item", "RecordError", "Target", "export_tofu", "load_target", "read_records"]

@@ -157,3 +157,35 @@ def test_folder_and_file_errors(tmp_path):
     (tmp_path / "x.xlsx").write_text("")
     with pytest.raises(RecordError, match=r"cannot read '.xlsx' files"):
         load_target(tmp_path / "x.xlsx")
+
+
+# --------------------------------------------------------------------------- export
+
+
+def _facts(items):
+    return sorted((i.prompt, i.answer, i.subject, i.attribute, i.paraphrase, i.paraphrased_answers, i.perturbed_answers, i.context) for i in items)
+
+
+def test_world_exported_in_tofu_layout_loads_back_the_same_items(tmp_path):
+    from mechunlearn.data import export_tofu
+    from mechunlearn.world import World, WorldConfig
+
+    world = World(WorldConfig(n_people=20, n_holdout=4, n_nonexistent=4))
+    target = world.target(0.1)
+    export_tofu(target, tmp_path / "tofu")
+    first = json.loads((tmp_path / "tofu" / "forget.json").read_text().splitlines()[0])
+    assert {"question", "answer", "paraphrased_answer", "perturbed_answer", "paraphrased_question"} <= set(first)
+    back = load_target(tmp_path / "tofu")
+    assert back.meta["protocol"] == "tofu"
+    for split in ("forget", "retain", "holdout"):
+        assert _facts(back.split(split)) == _facts(target.split(split))
+    export_tofu(target, tmp_path / "small", per_fact=1)
+    small = load_target(tmp_path / "small")
+    assert len(small.forget) == 2 * len({(i.subject, i.attribute) for i in target.forget})  # one trained, one held-out question per fact
+
+
+def test_export_refuses_what_tofu_cannot_hold(tmp_path):
+    from mechunlearn.data import export_tofu
+
+    with pytest.raises(ValueError, match="only question/answer items have a TOFU layout"):
+        export_tofu(load_target(DATA / "choice.jsonl"), tmp_path)
