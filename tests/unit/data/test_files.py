@@ -189,3 +189,18 @@ def test_export_refuses_what_tofu_cannot_hold(tmp_path):
 
     with pytest.raises(ValueError, match="only question/answer items have a TOFU layout"):
         export_tofu(load_target(DATA / "choice.jsonl"), tmp_path)
+
+
+def test_shipped_bios_tiny_export_is_the_small_worlds():
+    from mechunlearn.data import export_tofu  # noqa: F401 (the file was written by `mechunlearn export-tofu bios-tiny ... --quick --per-fact 1`)
+    from mechunlearn.models.bios_tiny import BiosTinyRecipe
+    from mechunlearn.world import World
+
+    shipped = load_target(DATA / "bios_tiny_tofu")
+    world = World(BiosTinyRecipe().small().world).target(0.1)
+    first: dict = {}
+    for i in world.forget:
+        if i.paraphrase == "trained":
+            first.setdefault((i.subject, i.attribute), i)
+    assert {(i.prompt, i.answer) for i in shipped.forget if i.paraphrase == "trained"} == {(i.prompt, i.answer) for i in first.values()}
+    assert shipped.meta["protocol"] == "tofu" and len(shipped.holdout) == 2 * len({(i.subject, i.attribute) for i in world.holdout})
