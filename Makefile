@@ -41,8 +41,10 @@ ifeq ($(CHROMIUM),)
 	  sudo apt-get install -y --no-install-recommends chromium
 endif
 
+# `make demo WORKERS=2`: two runs at once, each in its own worker process with one torch thread
+WORKERS ?= 1
 demo: $(STAMP)
-	$(VENV)/bin/mechunlearn demo --out reports/default
+	$(VENV)/bin/mechunlearn demo --out reports/default --workers $(WORKERS)
 
 # Tests and notebooks share one cache folder inside the checkout (never the user's).
 test: export MECHUNLEARN_HOME := $(CURDIR)/.cache/test-home

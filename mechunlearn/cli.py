@@ -7,7 +7,7 @@
     mechunlearn concept-vectors gemma-3-270m [--out concept_vectors/gemma-3-270m.json]
     mechunlearn study run FILE [--executor local|ray] [--workers N] [--address ADDR] [--out DIR]
     mechunlearn study report DIR [--check]
-    mechunlearn demo [--out reports/default]
+    mechunlearn demo [--out reports/default] [--workers N]
 """
 
 from __future__ import annotations
@@ -191,7 +191,7 @@ def _demo(args: argparse.Namespace) -> int:
     study = Path(__file__).resolve().parent.parent / "studies" / "default.yaml"
     if not study.exists():
         raise FileNotFoundError(f"{study} is missing: the demo runs the default study of a source checkout")
-    return _study_run(argparse.Namespace(file=study, out=args.out, executor="local", workers=1, address=None, threads=None))
+    return _study_run(argparse.Namespace(file=study, out=args.out, executor=None, workers=args.workers, address=None, threads=None))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -229,6 +229,7 @@ def parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="run studies/default.yaml on the shipped bios-tiny and its retain model: results.parquet and index.html")
     d.add_argument("--out", default="reports/default", help="output folder (default reports/default)")
+    d.add_argument("--workers", type=int, default=None, help="runs at once, each in its own worker process with one torch thread (default: one run at a time in this process)")
     d.set_defaults(func=_demo)
 
     c = sub.add_parser(
@@ -246,10 +247,10 @@ def parser() -> argparse.ArgumentParser:
     r = st_sub.add_parser("run", help="run every unfinished run of a study file (resumable) and write the report")
     r.add_argument("file", type=Path, help="the study file (YAML), e.g. studies/smoke.yaml")
     r.add_argument("--out", type=Path, help="study folder (default reports/<study name>)")
-    r.add_argument("--executor", choices=["local", "ray"], default="local", help="run here one by one, or on a Ray cluster")
-    r.add_argument("--workers", type=int, default=1, help="Ray workers (actors), one CPU each (ray executor only)")
+    r.add_argument("--executor", choices=["local", "ray"], default=None, help="run on this machine, or on a Ray cluster (default: the study's executor: key, else local)")
+    r.add_argument("--workers", type=int, default=None, help="runs at once: worker processes (local) or Ray actors, one torch thread each (default: the study's, else 1, in this process)")
     r.add_argument("--address", default=None, help="Ray cluster address (default $RAY_ADDRESS, else a local Ray instance)")
-    r.add_argument("--threads", type=int, default=None, help="torch threads per run (default: torch's; 1 per Ray worker)")
+    r.add_argument("--threads", type=int, default=None, help="torch threads per run (default: torch's in this process; 1 per worker process or Ray actor)")
     r.set_defaults(func=_study_run)
     rep = st_sub.add_parser("report", help="(re)write DIR/index.html from a study folder")
     rep.add_argument("dir", type=Path, help="the study folder (holds results.parquet and study.json)")

@@ -60,16 +60,24 @@ def run_study(
     study: Study,
     folder: str | Path,
     *,
-    executor: str = "local",
-    workers: int = 1,
+    executor: str | None = None,
+    workers: int | None = None,
     address: str | None = None,
     threads: int | None = None,
     progress: bool = True,
 ) -> StudySummary:
-    """Run the unfinished runs of ``study``, appending each outcome to ``folder/results.parquet``."""
+    """Run the unfinished runs of ``study``, appending each outcome to ``folder/results.parquet``.
+
+    ``executor``, ``workers``, ``address`` and ``threads`` override the study's ``executor:``
+    (`mechunlearn.study.spec.ExecutorSpec`; by default one run at a time in this process)."""
     folder = Path(folder)
     store = ResultStore(folder)
     runs = study.runs()
+    how = study.executor
+    executor = executor if executor is not None else how.name
+    workers = workers if workers is not None else how.workers
+    address = address if address is not None else how.address
+    threads = threads if threads is not None else how.threads
     _write_study(study, folder, [r.run_id for r in runs], executor=executor, workers=workers)
     done = store.finished()
     todo = [r for r in runs if r.run_id not in done]

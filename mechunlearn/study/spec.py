@@ -19,6 +19,7 @@ methods:
 verifiers:
   - {name: behavior, params: {by: [paraphrase]}}
 seeds: [0, 1]
+executor: {name: local, workers: 2}           # optional: where runs execute (CLI flags override)
 ```
 
 ``params`` are fixed values, passed as they are (lists included); ``sweep`` maps a parameter to a
@@ -72,6 +73,24 @@ class VerifierSpec:
     """Name in `mechunlearn.study.VERIFIERS`."""
     params: dict[str, Any] = field(default_factory=dict)
     """The verifier's parameters (defaults filled in when the study is validated)."""
+
+
+EXECUTOR_NAMES = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class ExecutorSpec:
+    """Where a study's runs execute (not part of any run's identity); the CLI's ``--executor``,
+    ``--workers``, ``--address`` and ``--threads`` override it."""
+
+    name: str = "local"
+    """``local`` (this machine: in this process with one worker, else worker processes) or ``ray``."""
+    workers: int = 1
+    """Runs at once: worker processes (local) or Ray actors."""
+    address: str | None = None
+    """Ray only: the cluster's address (default ``$RAY_ADDRESS``, else a local Ray instance)."""
+    threads: int | None = None
+    """Torch threads per run (default: torch's in this process; 1 per worker process or actor)."""
 
 
 @dataclass(frozen=True)
@@ -136,6 +155,8 @@ class Study:
     """Modules imported before validation and in every worker (they may register methods)."""
     source: str = ""
     """The study file's text (shown in the report); empty when built from a dict."""
+    executor: ExecutorSpec = ExecutorSpec()
+    """Where the runs execute by default (`ExecutorSpec`)."""
 
     @property
     def uses_cuda(self) -> bool:
@@ -236,7 +257,8 @@ def study_from_dict(data: Any, *, source: str = "") -> Study:
     description = data.get("description", "")
     if not isinstance(description, str):
         raise StudyError(f"description: expected text, got {description!r}")
-    study = Study(name, models, targets, methods, verifiers, seeds, description, imports, source)
+    executor = _executor(data.get("executor", {}) or {}, "executor")
+    study = Study(name, models, targets, methods, verifiers, seeds, description, imports, source, executor)
     ids = [r.run_id for r in study.runs()]
     if len(set(ids)) != len(ids):
         raise StudyError("two entries give identical runs (same method, parameters, target, model and seed); remove the duplicate")
@@ -304,6 +326,26 @@ def _method(raw: Any, where: str, registry) -> MethodSpec:
             raise StudyError(f"{where}.sweep.{key}: {values} repeats a value")
     label = raw.get("label")
     return MethodSpec(name, None if label is None else _string(label, f"{where}.label"), dict(params), {k: list(v) for k, v in sweep.items()})
+
+
+def _executor(raw: Any, where: str) -> ExecutorSpec:
+    raw = _mapping(raw, where)
+    _known(raw, where, [f.name for f in fields(ExecutorSpec)])
+    name = _string(raw.get("name", "local"), f"{where}.name")
+    if name not in EXECUTOR_NAMES:
+        raise StudyError(f"{where}.name: {name!r} is not one of {', '.join(EXECUTOR_NAMES)}")
+    counts = {}
+    for key in ("workers", "threads"):
+        value = raw.get(key, getattr(ExecutorSpec, key))
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise StudyError(f"{where}.{key}: {value!r} is not a positive integer")
+        counts[key] = value
+    address = raw.get("address")
+    if address is not None:
+        address = _string(address, f"{where}.address")
+        if name != "ray":
+            raise StudyError(f"{where}.address: only the ray executor connects to an address; set name: ray")
+    return ExecutorSpec(name, counts["workers"], address, counts["threads"])
 
 
 def _verifier(raw: Any, where: str, registry) -> VerifierSpec:

@@ -4,6 +4,8 @@ subprocesses and Ray workers."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -45,6 +47,17 @@ def wait_for_file(model, target, params, seed):
     return Compose([])
 
 
+def kill_worker(model, target, params, seed):
+    """SIGKILLs the process running it: every time, or only the first time (creates ``params['flag']``).
+    Only for worker processes: in the test's own process it would kill the test."""
+    flag = params["flag"]
+    if not flag or not Path(flag).exists():
+        if flag:
+            Path(flag).touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return Compose([])
+
+
 def random_mask(model, target, params, seed):
     """A localizer step: random scores on one weight, the top ``keep_ratio`` kept."""
     from mechunlearn.core.selection import MaskSelection
@@ -80,6 +93,7 @@ if "study-tiny" not in MODELS:
     TARGETS.add("toy", TargetSource(toy_target, {"n_forget": 4}))
     METHODS.add("test-interrupt", Method(interrupt_once, {"flag": ""}))
     METHODS.add("test-wait", Method(wait_for_file, {"file": ""}))
+    METHODS.add("test-kill", Method(kill_worker, {"flag": ""}))
     METHODS.add("test-leak", Method(lambda model, target, params, seed: LeakyEdit()))
     VERIFIERS.add("test-sees-original", Verifier(edit_sees_original, applies_edit=True))
     VERIFIERS.add("test-sees-edited", Verifier(lambda model, target, params, ctx: edit_sees_original(model, target, params, ctx)))

@@ -155,9 +155,11 @@ def test_results_file_survives_a_failed_write(tmp_path, monkeypatch):
     assert list(tmp_path.glob(".*tmp")) == []
 
 
-def test_local_executor_refuses_workers(tmp_path):
-    with pytest.raises(ValueError, match="use --executor ray"):
-        run_study(make_study(["none"]), tmp_path, workers=2, progress=False)
+def test_executor_options_are_checked(tmp_path):
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        run_study(make_study(["none"]), tmp_path, workers=0, progress=False)
+    with pytest.raises(ValueError, match="use it with --executor ray"):
+        run_study(make_study(["none"]), tmp_path, address="127.0.0.1:6379", progress=False)
 
 
 def test_applies_edit_verifiers_get_the_unedited_model_and_the_edit(tmp_path):

@@ -79,11 +79,23 @@ def test_run_id_is_the_hash_of_the_run_config_and_ignores_labels():
         ({"name": "a b"}, r"name: 'a b' must be letters"),
         ({"imports": ["no_such_module_xyz"]}, r"imports\[0\]: cannot import 'no_such_module_xyz'"),
         ({"extra": 1}, r"the study: unknown key 'extra'"),
+        ({"executor": {"name": "slurm"}}, r"executor.name: 'slurm' is not one of local, ray"),
+        ({"executor": {"workers": 0}}, r"executor.workers: 0 is not a positive integer"),
+        ({"executor": {"name": "local", "address": "h:6379"}}, r"executor.address: only the ray executor"),
+        ({"executor": {"worker": 2}}, r"executor: unknown key 'worker'; allowed keys: name, workers, address, threads"),
     ],
 )
 def test_bad_input_names_the_key(changes, message):
     with pytest.raises(StudyError, match=message):
         study_from_dict(base(**changes))
+
+
+def test_executor_key_is_read_and_is_not_part_of_run_ids():
+    plain = study_from_dict(base())
+    assert (plain.executor.name, plain.executor.workers) == ("local", 1)
+    parallel = study_from_dict(base(executor={"name": "ray", "workers": 4, "address": "head:6379", "threads": 2}))
+    assert (parallel.executor.name, parallel.executor.workers, parallel.executor.address, parallel.executor.threads) == ("ray", 4, "head:6379", 2)
+    assert [r.run_id for r in parallel.runs()] == [r.run_id for r in plain.runs()]
 
 
 def test_missing_keys_and_bad_yaml(tmp_path):
