@@ -13,8 +13,8 @@
 
 from mechunlearn.verify.attacks import AttackConfig, attack_suite
 from mechunlearn.verify.behavior import behavior, exact_match_by_set, score_items
-from mechunlearn.verify.choice import choice_accuracy
 from mechunlearn.verify.card import CardConfig, card_summary, evaluation_card
+from mechunlearn.verify.choice import choice_accuracy
 from mechunlearn.verify.mia import MIAConfig, membership_inference
 from mechunlearn.verify.probes import ProbeConfig, probe_accuracy, probe_summary
 from mechunlearn.verify.tofu import TofuConfig, tofu_metrics
