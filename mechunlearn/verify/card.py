@@ -285,12 +285,12 @@ def card_summary(card: Result) -> pd.DataFrame:
         sub = f[(f["section"] == section) & (f["metric"] == metric) & (f["split"] == split)]
         for role, value in sub.groupby("model")["value"].mean().items():
             put(role, f"{metric}:{split}" if section == "behavior" else metric, value)
-    probes = f[(f["metric"] == "probe_acc") & (f["split"] == "forget") & (f["reading"] == "refit")]
+    probes = f[(f["metric"] == "probe_acc") & (f["split"] == "forget") & (f["reading"] == "refit")] if "reading" in f else f.iloc[0:0]
     if not probes.empty:
         best = probes.groupby(["model", "attribute"])["value"].max().groupby("model").mean()
         for role, value in best.items():
             put(role, "probe_forget_best", value)
-    attacks = f[f["metric"] == "attack_exact_match"]
+    attacks = f[f["metric"] == "attack_exact_match"] if "attack" in f else f.iloc[0:0].assign(attack=None)
     for (role, attack, split), value in attacks[attacks.get("context", pd.Series(True, index=attacks.index)).fillna(True).astype(bool)].groupby(["model", "attack", "split"])["value"].mean().items():
         if split == "forget":
             put(role, f"{attack}_em", value)

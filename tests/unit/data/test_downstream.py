@@ -51,3 +51,13 @@ def test_sections_and_attacks_a_file_lacks_are_named():
     assert "relearn_split='item'" in attack_needs(tofu, "relearn")
     assert attack_needs(tofu, "relearn", AttackConfig(relearn_split="item")) is None
     assert attack_needs(load_target(DATA / "qa.jsonl"), "reintroduce") is None
+
+
+def test_card_summary_of_a_card_without_probes_or_attacks():
+    import pandas as pd
+
+    from mechunlearn.core.result import Result
+    from mechunlearn.verify.card import card_summary
+
+    frame = pd.DataFrame([{"section": "behavior", "model": "original", "metric": "exact_match", "split": "forget", "value": 0.5}])
+    assert card_summary(Result(frame)).loc["original", "exact_match:forget"] == 0.5
