@@ -2,6 +2,8 @@
 
     mechunlearn build-model bios-tiny [--retain 0.1] [--rebuild] [--write-reference]
     mechunlearn eval bios-tiny [--split forget --split retain] [--forget-frac 0.1] [--out table.csv]
+    mechunlearn eval smollm2-135m --data tests/data/tofu [--out table.csv]
+    mechunlearn export-tofu bios-tiny OUT_DIR [--forget-frac 0.1] [--per-fact 2]
     mechunlearn concept-vectors gemma-3-270m [--out concept_vectors/gemma-3-270m.json]
     mechunlearn study run FILE [--executor local|ray] [--workers N] [--address ADDR] [--out DIR]
     mechunlearn study report DIR [--check]
@@ -83,17 +85,44 @@ def _target_for(model, forget_frac: float, paraphrase: str):
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from mechunlearn.core.result import Result
     from mechunlearn.models.load import load_model
     from mechunlearn.verify.behavior import behavior
 
     options = {"recipe": _recipe(args)} if args.name.startswith("bios-tiny") else {}
     model = load_model(args.name, **options)
-    target = _target_for(model, args.forget_frac, args.paraphrase)
-    splits = args.split or ["forget", "retain", "holdout"]
+    if args.data is not None:
+        from mechunlearn.data import load_target
+
+        target = load_target(args.data)
+        if target.kind == "corpus":
+            raise ValueError(f"{args.data} is a text corpus: eval scores questions (use the card's weights section, or a study)")
+        title = f"{model.model_id} on {args.data} ({target.kind} items)"
+    else:
+        target = _target_for(model, args.forget_frac, args.paraphrase)
+        title = f"{model.model_id} on {target.name} ({args.paraphrase} templates)"
+    splits = [s for s in (args.split or ["forget", "retain", "holdout"]) if target.split(s)]
     result = behavior(model, target, splits=splits, aggregate=args.aggregate, method="none")
-    _print_table(result.summary(("split", "metric")), f"{model.model_id} on {target.name} ({args.paraphrase} templates)")
+    if target.kind == "choice":
+        from mechunlearn.verify.choice import choice_accuracy
+
+        choice = choice_accuracy({"model": model}, target).frame.drop(columns=["model"])
+        result = Result(pd.concat([result.frame, choice[choice["split"].isin(splits)]], ignore_index=True), result.provenance)
+    _print_table(result.summary(("split", "metric")), title)
     if args.out:
         print(f"\nwrote {result.to_csv(args.out)}")
+    return 0
+
+
+def _export_tofu(args: argparse.Namespace) -> int:
+    from mechunlearn.data import export_tofu
+    from mechunlearn.world import World
+
+    if args.name != "bios-tiny":
+        raise ValueError(f"export-tofu writes bios-tiny's world; {args.name!r} has none (its data is already yours)")
+    target = World(_recipe(args).world).target(forget_frac=args.forget_frac, paraphrase="all")
+    folder = export_tofu(target, args.out, per_fact=args.per_fact)
+    print(f"wrote {target.name} of bios-tiny's world in TOFU's layout to {folder}/ (forget.json, retain.json, holdout.json)")
     return 0
 
 
@@ -180,7 +209,8 @@ def parser() -> argparse.ArgumentParser:
     b.set_defaults(func=_build)
 
     e = sub.add_parser("eval", help="behavioural evaluation (exact match, answer log-prob, normalised prob) per split")
-    e.add_argument("name", help="bios-tiny or bios-tiny-retain10 (5, 1)")
+    e.add_argument("name", help="bios-tiny or bios-tiny-retain10 (5, 1); with --data any model: smollm2-135m, a Hugging Face folder, a .gguf file")
+    e.add_argument("--data", type=Path, default=None, help="a data file or folder (QA table, TOFU layout, multiple choice; README 'Your data') instead of the built-in world")
     e.add_argument("--split", action="append", choices=["forget", "retain", "holdout"], help="split to evaluate (repeatable; default all three)")
     e.add_argument("--forget-frac", type=float, default=0.1, choices=FORGET_FRACS, help="forget split: 10%%, 5%% or 1%% of the people (default 0.1)")
     e.add_argument("--paraphrase", default="trained", choices=["trained", "heldout", "all"], help="question templates seen in training, held out, or both")
@@ -188,6 +218,14 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--out", type=Path, help="write the long-format table to this CSV (atomically, with a provenance sidecar)")
     e.add_argument("--quick", action="store_true", help="evaluate the small 40-person-world build (see build-model --quick)")
     e.set_defaults(func=_eval)
+
+    x = sub.add_parser("export-tofu", help="write bios-tiny's world (a forget split) in TOFU's layout: forget.json, retain.json, holdout.json")
+    x.add_argument("name", help="bios-tiny (the world of its recipe)")
+    x.add_argument("out", type=Path, help="output folder")
+    x.add_argument("--forget-frac", type=float, default=0.1, choices=FORGET_FRACS, help="forget split (default 0.1)")
+    x.add_argument("--per-fact", type=int, default=None, help="trained questions per fact (default all; each with its paired held-out question)")
+    x.add_argument("--quick", action="store_true", help="the small 40-person-world build")
+    x.set_defaults(func=_export_tofu)
 
     d = sub.add_parser("demo", help="run studies/default.yaml on the shipped bios-tiny and its retain model: results.parquet and index.html")
     d.add_argument("--out", default="reports/default", help="output folder (default reports/default)")

@@ -117,7 +117,7 @@ card_config = CardConfig(
     max_items=400 if QUICK else 1500,
 )
 start = time.perf_counter()
-card = evaluation_card({name: (model, edit) for name, edit in edits.items()}, model, retain, target, card_config, world=world)
+card = evaluation_card({name: (model, edit) for name, edit in edits.items()}, model, retain, target, card_config)
 print(f"card: {len(card.frame)} rows in {time.perf_counter() - start:.0f} s")
 summary = card_summary(card)
 summary.T.round(3)

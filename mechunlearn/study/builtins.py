@@ -1,4 +1,4 @@
-"""The registrations that ship with mechunlearn: the world target source, the unlearning
+"""The registrations that ship with mechunlearn: the world and file target sources, the unlearning
 baselines (and the ``none`` / ``retain`` references), and the behaviour verifier.
 
 Imported by `mechunlearn.study`; add the project's further methods and verifiers here (the study
@@ -59,6 +59,32 @@ TARGETS.add(
         world_target,
         {"forget_frac": 0.1, "paraphrase": "trained", "eval_paraphrase": "all", "eval_retain_people": 0},
         "a forget split of bios-tiny's world (forget_frac of the people)",
+    ),
+)
+
+
+
+def file_target(model: "Model", params: Mapping[str, Any]) -> StudyTarget:
+    """A target read from the user's files (`load_target`: a data file or a folder of split
+    files; paths relative to the working directory). The edit sees the first wording of each
+    question (``paraphrase: trained``), the verifiers every item; ``oracle`` names the retain
+    model (a `load_model` name or path: trained without the forget set) of the card and of the
+    ``retain`` method; ``models`` (if not empty) the study's models the target is crossed with."""
+    from mechunlearn.data import load_target
+
+    if not params["path"]:
+        raise ValueError("the 'file' target source needs path: a data file or folder (README, 'Your data')")
+    target = load_target(params["path"], retain=params["retain"], holdout=params["holdout"], protocol=params["protocol"])
+    edit = target.where(paraphrase="trained") if target.kind != "corpus" else target
+    return StudyTarget(edit=edit, verify=target)
+
+
+TARGETS.add(
+    "file",
+    TargetSource(
+        file_target,
+        {"path": "", "retain": None, "holdout": None, "protocol": None, "oracle": None, "models": []},
+        "a target from files: QA table, TOFU layout, multiple choice or corpus (oracle: the retain model)",
     ),
 )
 
@@ -289,10 +315,11 @@ def card_verifier(model: "Model", target: "Target", params: Mapping[str, Any], c
     # e.g. probes: {templates_per_fact: 2, layers: [1, 2]} (lists become the config's tuples)
     probes = ProbeConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in params["probes"].items()})
     config = CardConfig(sections=tuple(params["sections"]), probes=probes, attacks=attacks, max_items=params["max_items"], seed=ctx.seed, method=ctx.method, run_id=ctx.run_id)
-    retain = ctx.retain_model() if ctx.target_spec.params.get("forget_frac") is not None else None
-    frame = evaluation_card((model, ctx.edit), None, retain, target, config).frame.rename(columns={"model": "role"})
+    retain = ctx.retain_model() if ctx.has_retain_model() else None
+    card = evaluation_card((model, ctx.edit), None, retain, target, config)
+    frame = card.frame.rename(columns={"model": "role"})
     keep = (frame["role"] == "edited") | (frame["section"] == "probes")
-    return Result(frame[keep].reset_index(drop=True))
+    return Result(frame[keep].reset_index(drop=True), card.provenance)
 
 
 def _probe_heatmap(frame):

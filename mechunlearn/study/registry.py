@@ -63,11 +63,21 @@ class RunContext:
     selection: "Selection | MaskSelection | None" = None
     """What the localizer step selected, if the method has one."""
 
+    def has_retain_model(self) -> bool:
+        """Whether the target names a retain model (a world split, or a file target's ``oracle``)."""
+        return self.target_spec.params.get("oracle") is not None or self.target_spec.params.get("forget_frac") is not None
+
     def retain_model(self) -> "Model":
-        """The retain model of this run's forget split (trained without the forget people)."""
+        """The retain model of this run's target (trained without the forget set): the target's
+        ``oracle`` (a `load_model` name or path), else the world split's retain model."""
+        from dataclasses import replace
+
+        oracle = self.target_spec.params.get("oracle")
+        if oracle is not None:
+            return self.loader(replace(self.model_spec, name=str(oracle)))
         frac = self.target_spec.params.get("forget_frac")
         if frac is None:
-            raise ValueError(f"target {self.target_spec.name!r} has no forget_frac, so it has no retain model")
+            raise ValueError(f"target {self.target_spec.name!r} has no forget_frac and no oracle, so it has no retain model (set oracle: <model name or path>)")
         return self.loader(self.model_spec, retain_for=frac)
 
 

@@ -11,6 +11,7 @@ models:
   - {name: bios-tiny, recipe: small}          # load_model name; recipe (bios-tiny): default | small
 targets:
   - {source: world, forget_frac: 0.1, paraphrase: trained}
+  - {source: file, path: tests/data/tofu, oracle: my_retain_model.gguf, models: [smollm2-135m]}   # your data
 methods:
   - none                                      # a bare name takes the method's defaults
   - {name: ga, params: {steps: 20, lr: 1e-3}}
@@ -168,6 +169,9 @@ class Study:
 
         out = []
         for model, target, method in itertools.product(self.models, self.targets, self.methods):
+            only = target.params.get("models")
+            if only and model.name not in only:  # a target for some of the models (e.g. a file in one model's vocabulary)
+                continue
             defaults = METHODS.get(method.name).params
             keys = list(method.sweep)
             for values in itertools.product(*(method.sweep[k] for k in keys)):

@@ -7,12 +7,14 @@
 - `membership_inference`, `tofu_metrics` — LOSS / zlib / Min-K% / Min-K%++ / gradnorm / reference
   AUCs and PrivLeak; truth ratio, forget quality, ROUGE, memorization and retain utility against
   the retain model, as open-unlearning computes them (scoring protocols: `verify.protocol`).
+- `choice_accuracy` — multiple-choice accuracy by the log-likelihood of each choice (lm-eval-harness).
 - `evaluation_card` — all of the above in one `Result`.
 """
 
 from mechunlearn.verify.attacks import AttackConfig, attack_suite
 from mechunlearn.verify.behavior import behavior, exact_match_by_set, score_items
 from mechunlearn.verify.card import CardConfig, card_summary, evaluation_card
+from mechunlearn.verify.choice import choice_accuracy
 from mechunlearn.verify.mia import MIAConfig, membership_inference
 from mechunlearn.verify.probes import ProbeConfig, probe_accuracy, probe_summary
 from mechunlearn.verify.tofu import TofuConfig, tofu_metrics
@@ -29,6 +31,7 @@ __all__ = [
     "attack_suite",
     "behavior",
     "card_summary",
+    "choice_accuracy",
     "evaluation_card",
     "exact_match_by_set",
     "membership_inference",

@@ -4,7 +4,7 @@
 | ---------------- | ------------------------------------------------------------------------------ |
 | ``paraphrase``   | held-out question templates (phrasings never trained on)                       |
 | ``few_shot``     | ``k`` solved retain questions of the same attribute before the forget question  |
-| ``reintroduce``  | the forgotten fact stated in the prompt, then a question that needs it: the two-hop ``employer`` → ``work_city`` (``"<name> works for <employer> . Question: in which city does <name> work ? Answer:"``), or the stated attribute asked back (``direct``) |
+| ``reintroduce``  | each item's ``context`` (a sentence stating the fact) before its question: ``direct`` where the context holds the answer, ``two_hop`` where the answer follows from it in another step (the world's ``work_city`` questions after ``"<name> works for <employer> ."``) |
 | ``relearn``      | a few fine-tuning steps (the one loop, `fit`, NLL) on half of the forget people; recovery measured on the other half |
 
 The retain model (trained without the forget people) is the reference for all of them: it never
@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import re
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -38,7 +38,6 @@ from mechunlearn.models.text import answer_nll, encode_pair, encode_qa
 from mechunlearn.unlearn.loop import TrainConfig, fit
 from mechunlearn.verify.behavior import score_items
 from mechunlearn.world.target import Item
-from mechunlearn.world.templates import BIO_TEMPLATES
 
 if TYPE_CHECKING:
     from mechunlearn.models.model import Model
@@ -63,10 +62,9 @@ class AttackConfig:
     shot_separator: str = " "
     """Text between solved examples and the question (bios-tiny's word-level tokenizer drops
     newlines, so the default is a space)."""
-    context_template: int = 0
-    """Which bio sentence wording states the reintroduced fact (`BIO_TEMPLATES`)."""
     reintroduce_kinds: tuple[str, ...] = ("two_hop", "direct")
-    """``two_hop``: employer stated, work city asked; ``direct``: a fact stated, the same fact asked."""
+    """Items whose ``context`` holds the answer (``direct``) or does not (``two_hop``: e.g. the
+    employer stated, the work city asked); kinds a target has no items of are left out (logged)."""
     relearn_split: str = "person"
     """How relearning halves the forget set: ``person`` or ``attribute`` (see the module doc), or
     ``item`` (half the questions, for targets with one subject such as a concept)."""
@@ -194,34 +192,53 @@ def few_shot_items(target: "Target", config: AttackConfig = AttackConfig()) -> l
     return out
 
 
-def reintroduction_items(target: "Target", kind: str = "two_hop", config: AttackConfig = AttackConfig(), *, split: str = "forget") -> tuple[list[Item], list[Item]]:
-    """(questions with the fact stated first, the same questions without it) for one split.
+def _states(context: str, answer: str) -> bool:
+    return re.search(rf"(?<!\w){re.escape(answer)}(?!\w)", context) is not None
 
-    ``two_hop``: ``"<name> works for <employer> ."`` then a ``work_city`` question; ``direct``:
-    one bio sentence stating an attribute, then a question about that attribute.
+
+def reintroduction_items(target: "Target", kind: str = "two_hop", config: AttackConfig = AttackConfig(), *, split: str = "forget") -> tuple[list[Item], list[Item]]:
+    """(questions with their ``context`` sentence first, the same questions without it) for one split.
+
+    ``direct``: items whose context states the answer itself; ``two_hop``: items whose context
+    does not (the answer needs another step, e.g. the employer's city). Raises if the split has
+    no such item (`reintroduction_kinds` says which kinds a target has).
     """
-    items = [it for it in target.split(split) if it.paraphrase == config.paraphrase]
-    facts = {(it.subject, it.attribute): it.answer for it in target.split(split)}
+    if kind not in ("two_hop", "direct"):
+        raise ValueError(f"kind must be 'two_hop' or 'direct', got {kind!r}")
+    items = [it for it in target.split(split) if it.paraphrase == config.paraphrase and it.context and _states(it.context, it.answer) == (kind == "direct")]
     with_ctx, without = [], []
     for it in _sample(items, config.max_items, config.seed):
-        if kind == "two_hop":
-            if it.attribute != "work_city" or (it.subject, "employer") not in facts:
-                continue
-            stated, value = "employer", facts[(it.subject, "employer")]
-        elif kind == "direct":
-            if it.attribute not in BIO_TEMPLATES:
-                continue
-            stated, value = it.attribute, it.answer
-        else:
-            raise ValueError(f"kind must be 'two_hop' or 'direct', got {kind!r}")
-        templates = BIO_TEMPLATES[stated]
-        sentence = templates[config.context_template % len(templates)].format(name=it.subject, value=value)
-        with_ctx.append(Item(f"{sentence} {it.prompt}", it.answer, it.subject, it.attribute, it.template, it.paraphrase))
+        with_ctx.append(replace(it, prompt=f"{it.context} {it.prompt}"))
         without.append(it)
     if not with_ctx:
-        need = "work_city and employer items" if kind == "two_hop" else "bio attributes"
-        raise ValueError(f"target {target.name!r} has no {split} items for {kind} reintroduction (needs {need})")
+        need = "a context that does not state the answer" if kind == "two_hop" else "a context that states the answer"
+        raise ValueError(f"target {target.name!r} has no {split} items with {need} for {kind} reintroduction (add a context column)")
     return with_ctx, without
+
+
+def reintroduction_kinds(target: "Target", config: AttackConfig = AttackConfig()) -> tuple[str, ...]:
+    """The configured reintroduction kinds that both the forget and the retain split have items of."""
+    def has(kind: str, split: str) -> bool:
+        return any(it.context and it.paraphrase == config.paraphrase and _states(it.context, it.answer) == (kind == "direct") for it in target.split(split))
+
+    return tuple(k for k in config.reintroduce_kinds if has(k, "forget") and has(k, "retain"))
+
+
+def attack_needs(target: "Target", name: str, config: AttackConfig = AttackConfig()) -> str | None:
+    """Why attack ``name`` cannot run on ``target`` (a field its data lacks), or None if it can."""
+    if target.kind == "corpus":
+        return "the target has texts but no questions"
+    if name == "paraphrase" and not all(any(it.paraphrase == "heldout" for it in target.split(s)) for s in ("forget", "retain")):
+        return "no paraphrased questions in forget and retain (a paraphrase column)"
+    if name == "few_shot" and config.few_shot_shots == "attribute" and not target.has("attribute", "retain"):
+        return "retain items have no attribute to pick same-attribute examples (set few_shot_shots='any')"
+    if name == "reintroduce" and not reintroduction_kinds(target, config):
+        return "no forget and retain items with a context sentence (a context column)"
+    if name == "relearn" and config.relearn_split != "item":
+        groups = {getattr(it, "subject" if config.relearn_split == "person" else "attribute") for it in target.forget}
+        if len(groups - {""}) < 2:
+            return f"relearning by {config.relearn_split} needs 2 forget {config.relearn_split}s (subject/attribute columns, or relearn_split='item')"
+    return None
 
 
 @by_weights
@@ -237,7 +254,12 @@ def reintroduction_attack(subject, target: "Target", config: AttackConfig = Atta
     """Exact match with the fact in the prompt vs without, per kind, on forget and retain people."""
     rows = []
     with using(subject) as m:
-        for kind in config.reintroduce_kinds:
+        kinds = reintroduction_kinds(target, config)
+        if not kinds:
+            raise ValueError(f"target {target.name!r} has no forget and retain items with a context sentence: reintroduction needs the context column")
+        for kind in sorted(set(config.reintroduce_kinds) - set(kinds)):
+            log.info("reintroduction: no %s items in %s; left out", kind, target.name)
+        for kind in kinds:
             for split in ("forget", "retain"):
                 with_ctx, without = reintroduction_items(target, kind, config, split=split)
                 rows += _rows(score_items(m, with_ctx, batch_size=config.batch_size, progress=False), attack=f"reintroduce_{kind}", split=split, context=True)

@@ -1,7 +1,8 @@
 """The evaluation card: one call runs the whole verification suite on an edit.
 
 >>> edit = unlearn(model, target, UnlearnConfig(loss="npo", steps=60))
->>> card = evaluation_card((model, edit), model, retain_model, target, CardConfig(), world=world)
+>>> card = evaluation_card((model, edit), model, retain_model, target, CardConfig())
+>>> card = evaluation_card((model, edit), None, load_model("my_retain_model.gguf"), load_target("my_data"))
 >>> card.frame.query("metric == 'forget_quality'")
 >>> card_summary(card)                 # one row per model role, the headline numbers
 >>> evaluation_card({"ga": (model, ga), "npo": (model, npo)}, model, retain_model, target)  # side by side
@@ -12,6 +13,7 @@ Sections (column ``section``) and the model roles they score (column ``model``: 
 | section       | what                                                                    | roles                |
 | ------------- | ----------------------------------------------------------------------- | -------------------- |
 | ``behavior``  | exact match, answer log-prob, normalised probability per split          | all                  |
+| ``choice``    | multiple-choice accuracy per split (`mechunlearn.verify.choice`)        | all                  |
 | ``probes``    | per-layer probe accuracy (refit; transfer from the original)            | all                  |
 | ``weights``   | ‖Δθ‖/‖θ‖, spectrum, density per weight and per layer × module            | each edit that changes weights (its deltas, or an edited Model's weights against the original's); hook-only edits are skipped with the reason in the provenance |
 | ``activations`` | activation shift at every block's residual on forget vs retain prompts | each edit vs original |
@@ -23,6 +25,12 @@ The ``mia`` and ``tofu`` rows say which tokens they scored (column ``protocol``,
 `mechunlearn.verify.protocol`).
 
 Without a retain model the floors, ``privleak`` and ``forget_quality`` are left out (logged).
+A section (or an attack) that needs a field the target's data lacks is skipped, with the reason
+in ``provenance["skipped"]`` and a log line (`section_needs`, `attack_needs`): probes need
+``subject`` and ``attribute``, reintroduction ``context``, the TOFU section paraphrased and
+perturbed answers, membership inference holdout items, the choice section ``choices``. The
+``retain`` model is any model trained without the forget set: the shipped retain model of
+bios-tiny, or the user's own (a Hugging Face folder or a GGUF file, `load_model`).
 """
 
 from __future__ import annotations
@@ -40,8 +48,9 @@ from mechunlearn.core.edit import Edit
 from mechunlearn.core.result import Result, provenance
 from mechunlearn.models.activations import using
 from mechunlearn.models.model import Model
-from mechunlearn.verify.attacks import ATTACKS, AttackConfig, attack_suite
+from mechunlearn.verify.attacks import ATTACKS, AttackConfig, attack_needs, attack_suite
 from mechunlearn.verify.behavior import behavior
+from mechunlearn.verify.choice import choice_accuracy
 from mechunlearn.verify.mia import MIAConfig, membership_inference
 from mechunlearn.verify.probes import ProbeConfig, probe_accuracy
 from mechunlearn.verify.tofu import TofuConfig, tofu_metrics
@@ -49,11 +58,10 @@ from mechunlearn.verify.weight_traces import NoWeightChange, activation_shift, w
 
 if TYPE_CHECKING:
     from mechunlearn.world.target import Target
-    from mechunlearn.world.world import World
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("behavior", "probes", "weights", "activations", "attacks", "mia", "tofu")
+SECTIONS = ("behavior", "choice", "probes", "weights", "activations", "attacks", "mia", "tofu")
 """Sections of the card, in the order they run."""
 
 
@@ -73,7 +81,7 @@ class CardConfig:
     mia: MIAConfig = field(default_factory=MIAConfig)
     """Membership-inference settings."""
     tofu: TofuConfig = field(default_factory=TofuConfig)
-    """TOFU-style metric settings (needs the `World`)."""
+    """TOFU-style metric settings (needs paraphrased and perturbed answers)."""
     shift_position: str = "last"
     """Token position of the activation shift (``last`` or ``subject``)."""
     keep_scores: bool = True
@@ -93,22 +101,24 @@ class CardConfig:
             raise ValueError(f"unknown card sections {bad}; choose from {SECTIONS}")
 
 
-def _world_for(original: Model, target: "Target", world: "World | None") -> "World":
-    if world is not None:
-        return world
-    from mechunlearn.world import World, WorldConfig
-
-    config = original.meta.get("world_config")
-    if not isinstance(config, WorldConfig):
-        raise ValueError(
-            "the tofu section needs the World (paraphrased and perturbed answers): pass world=World(config), "
-            "or drop 'tofu' from CardConfig.sections"
-        )
-    world = World(config)
-    expected = target.meta.get("world_fingerprint")
-    if expected is not None and expected != world.fingerprint():
-        raise ValueError("the model's world does not match the target's world fingerprint; pass the right world=")
-    return world
+def section_needs(section: str, target: "Target", config: "CardConfig") -> str | None:
+    """Why the card cannot run ``section`` on ``target`` (a field its data lacks), or None."""
+    if target.kind == "corpus" and section not in ("weights",):
+        return "the target has texts but no questions (a corpus)"
+    if section == "choice" and target.kind != "choice":
+        return "no multiple-choice items (question, choices, answer index)"
+    if section == "probes" and not all(target.has(f, s) for f in ("subject", "attribute") for s in ("forget", "retain")):
+        return "probes need a subject and an attribute on every forget and retain item (subject, attribute columns)"
+    if section == "mia" and not target.holdout:
+        return "membership inference needs holdout items (split: holdout, or a holdout file)"
+    if section == "tofu":
+        for split in ("forget", "retain"):
+            trained = [it for it in target.split(split) if it.paraphrase == "trained"]
+            if not trained or not all(it.paraphrased_answers and it.perturbed_answers for it in trained):
+                return f"the truth ratio needs paraphrased and perturbed answers on every {split} item (paraphrased_answer, perturbed_answers columns)"
+    if section == "attacks" and not any(attack_needs(target, a, config.attacks) is None for a in config.attack_names):
+        return "no attack applies: " + "; ".join(f"{a}: {attack_needs(target, a, config.attacks)}" for a in config.attack_names)
+    return None
 
 
 def _subsample(target: "Target", limit: int | None, seed: int) -> "Target":
@@ -154,8 +164,6 @@ def evaluation_card(
     retain: Model | None,
     target: "Target",
     config: CardConfig = CardConfig(),
-    *,
-    world: "World | None" = None,
 ) -> Result:
     """Run the whole verification suite; one `Result` with ``section`` and ``model`` columns.
 
@@ -164,8 +172,8 @@ def evaluation_card(
     edits side by side (each name becomes a ``model`` role; original and retain are scored once).
     ``original`` is the unedited model (``None``: the model of the pairs, without the edits).
     ``retain`` is the model trained without the forget set (the reference for floors,
-    ``privleak`` and ``forget_quality``). ``world`` gives the TOFU answers (default: rebuilt
-    from the original model's ``meta['world_config']``).
+    ``privleak`` and ``forget_quality``): the built-in retain model or the user's own. A section
+    the target's data cannot feed is skipped (module doc).
     """
     original, edits = _roles(edited, original)
     models: dict[str, object] = {"original": original, **edits}
@@ -187,6 +195,11 @@ def evaluation_card(
 
     for section in config.sections:
         start = time.perf_counter()
+        why = section_needs(section, target, config)
+        if why is not None:
+            log.warning("evaluation card: %s skipped on %s: %s", section, target.name, why)
+            skipped[section] = why
+            continue
         log.info("evaluation card: %s", section)
         if section == "behavior":
             for role, subject in models.items():
@@ -194,6 +207,8 @@ def evaluation_card(
                     frame = behavior(m, small, **common).frame
                 frame["model"] = role
                 add(section, Result(frame))
+        elif section == "choice":
+            add(section, choice_accuracy(models, small, batch_size=config.tofu.batch_size, **common))
         elif section == "probes":
             add(section, probe_accuracy(models, target, config.probes, **common))
         elif section in ("weights", "activations"):
@@ -213,12 +228,22 @@ def evaluation_card(
                 frame["model"] = role
                 add(section, Result(frame))
         elif section == "attacks":
-            add(section, attack_suite(models, target, config.attacks, attacks=config.attack_names, **common))
+            names = []
+            for name in config.attack_names:
+                why = attack_needs(target, name, config.attacks)
+                if why is None:
+                    names.append(name)
+                else:
+                    log.warning("evaluation card: attack %s skipped on %s: %s", name, target.name, why)
+                    skipped[f"attacks:{name}"] = why
+            add(section, attack_suite(models, target, config.attacks, attacks=names, **common))
         elif section == "mia":
             add(section, membership_inference(models, target, config.mia, keep_scores=config.keep_scores, **common))
         elif section == "tofu":
-            add(section, tofu_metrics(models, target, _world_for(original, target, world), config.tofu, keep_items=config.keep_scores, **common))
+            add(section, tofu_metrics(models, target, config.tofu, keep_items=config.keep_scores, **common))
         timings[section] = time.perf_counter() - start
+    if not parts:
+        raise ValueError(f"no card section could run on {target.name!r}: {skipped}")
     frame = pd.concat(parts, ignore_index=True)
     frame["run_id"] = config.run_id
     if len(edits) > 1:  # several edits: the method column names each role's edit
@@ -260,12 +285,12 @@ def card_summary(card: Result) -> pd.DataFrame:
         sub = f[(f["section"] == section) & (f["metric"] == metric) & (f["split"] == split)]
         for role, value in sub.groupby("model")["value"].mean().items():
             put(role, f"{metric}:{split}" if section == "behavior" else metric, value)
-    probes = f[(f["metric"] == "probe_acc") & (f["split"] == "forget") & (f["reading"] == "refit")]
+    probes = f[(f["metric"] == "probe_acc") & (f["split"] == "forget") & (f["reading"] == "refit")] if "reading" in f else f.iloc[0:0]
     if not probes.empty:
         best = probes.groupby(["model", "attribute"])["value"].max().groupby("model").mean()
         for role, value in best.items():
             put(role, "probe_forget_best", value)
-    attacks = f[f["metric"] == "attack_exact_match"]
+    attacks = f[f["metric"] == "attack_exact_match"] if "attack" in f else f.iloc[0:0].assign(attack=None)
     for (role, attack, split), value in attacks[attacks.get("context", pd.Series(True, index=attacks.index)).fillna(True).astype(bool)].groupby(["model", "attack", "split"])["value"].mean().items():
         if split == "forget":
             put(role, f"{attack}_em", value)

@@ -25,7 +25,8 @@ several the same way). A model that knows the fact has R ≪ 1; one that never s
 ``model_utility`` also needs the real-authors and world-facts sets, which no target here has: the
 card reports ``retain_utility`` instead, and `model_utility` refuses any other set of parts.
 The retain model's forget quality against itself is 1 by definition; the original model's is
-typically tiny. Truth items (question + paraphrased + perturbed answers) come from the `World`.
+typically tiny. Truth items (question + paraphrased + perturbed answers) come from the items'
+``paraphrased_answers`` and ``perturbed_answers`` (the world fills them; files give them).
 """
 
 from __future__ import annotations
@@ -49,7 +50,6 @@ from mechunlearn.world.target import Item
 if TYPE_CHECKING:
     from mechunlearn.models.model import Model
     from mechunlearn.world.target import Target
-    from mechunlearn.world.world import World
 
 log = logging.getLogger(__name__)
 
@@ -70,26 +70,24 @@ class TruthItem:
     """The attribute asked for."""
 
 
-def truth_items(world: "World", items: Sequence[Item], *, template: int = 0) -> list[TruthItem]:
-    """One `TruthItem` per (subject, attribute) among ``items``, asked with the ``template``-th
-    trained question template of the attribute."""
-    pairs = list(dict.fromkeys((it.subject, it.attribute) for it in items if it.subject and it.attribute))
-    if not pairs:
-        raise ValueError("no (subject, attribute) items to build truth-ratio questions from")
+def truth_items(items: Sequence[Item], *, template: int = 0) -> list[TruthItem]:
+    """One `TruthItem` per fact among ``items`` (a fact: a (subject, attribute) pair, or for
+    items without both, the question itself), asked with the fact's ``template``-th question
+    of the trained templates, from the items' own paraphrased and perturbed answers."""
+    facts: dict[tuple, list[Item]] = {}
+    for it in items:
+        if it.paraphrase == "trained":
+            facts.setdefault((it.subject, it.attribute) if it.subject and it.attribute else (it.prompt, it.answer), []).append(it)
+    if not facts:
+        raise ValueError("no items to build truth-ratio questions from")
     out = []
-    for name, attribute in pairs:
-        questions = world.questions(name, attribute, "trained")
-        if not 0 <= template < len(questions):
-            raise ValueError(f"template {template} out of range: {attribute} has {len(questions)} trained templates")
-        out.append(
-            TruthItem(
-                prompt=questions[template].prompt,
-                paraphrased=tuple(world.paraphrased_answers(name, attribute)),
-                perturbed=tuple(world.perturbed_answers(name, attribute)),
-                subject=name,
-                attribute=attribute,
-            )
-        )
+    for key, asked in facts.items():
+        if not 0 <= template < len(asked):
+            raise ValueError(f"template {template} out of range: {key} has {len(asked)} trained questions")
+        it = asked[template]
+        if not it.paraphrased_answers or not it.perturbed_answers:
+            raise ValueError(f"item {it.prompt!r} has no paraphrased or no perturbed answers: the truth ratio needs both (paraphrased_answer and perturbed_answers columns)")
+        out.append(TruthItem(it.prompt, it.paraphrased_answers, it.perturbed_answers, it.subject, it.attribute))
     return out
 
 
@@ -200,7 +198,8 @@ class TofuConfig:
     template: int = 0
     """Which trained question template asks the truth-ratio questions."""
     max_retain_people: int | None = 40
-    """Retain people used for the retain-side truth ratio (seeded subset; None: all)."""
+    """Retain subjects (people; for items without a subject, questions) of the retain-side truth
+    ratio (seeded subset; None: all)."""
     max_qa_items: int | None = 1000
     """Forget and retain QA items (each) scored for probability, ROUGE and memorization (seeded subset; None: all)."""
     max_new_tokens: int = 32
@@ -229,7 +228,6 @@ def _sample(values: list, limit: int | None, seed: int) -> list:
 def tofu_metrics(
     models: Mapping[str, object],
     target: "Target",
-    world: "World",
     config: TofuConfig = TofuConfig(),
     *,
     retain_role: str | None = "retain",
@@ -242,10 +240,10 @@ def tofu_metrics(
     ``keep_items``, the per-item values behind each mean are included as ``metric="tofu_item"``
     rows (column ``of``: the metric they make up; ``item``: the item's index)."""
     proto = protocol_for(target, config.protocol)
-    forget_items = truth_items(world, target.forget, template=config.template)
-    people = _sample(sorted({it.subject for it in target.retain}), config.max_retain_people, config.seed)
-    keep = set(people)
-    retain_truth = truth_items(world, [it for it in target.retain if it.subject in keep], template=config.template)
+    forget_items = truth_items(target.forget, template=config.template)
+    retain_truth = truth_items(target.retain, template=config.template)
+    keep = set(_sample(sorted({t.subject or t.prompt for t in retain_truth}), config.max_retain_people, config.seed))
+    retain_truth = [t for t in retain_truth if (t.subject or t.prompt) in keep]
     qa = {"forget": _sample(list(target.forget), config.max_qa_items, config.seed), "retain": _sample(list(target.retain), config.max_qa_items, config.seed)}
     rows: list[dict] = []
     forget_r: dict[str, np.ndarray] = {}

@@ -233,10 +233,16 @@ class World:
         if paraphrase not in PARAPHRASES:
             raise ValueError(f"unknown paraphrase {paraphrase!r}; choose one of {', '.join(PARAPHRASES)}")
         name = person.name if isinstance(person, Person) else person
+        facts: dict = {}
         if name in self._nonexistent_names:
             answer = pools.UNKNOWN_ANSWER
         else:
             answer = self.person(name)[attribute]
+            facts = {
+                "paraphrased_answers": tuple(self.paraphrased_answers(name, attribute)),
+                "perturbed_answers": tuple(self.perturbed_answers(name, attribute)),
+                "context": self.context(name, attribute),
+            }
         return [
             Item(
                 prompt=t.render(name),
@@ -245,9 +251,18 @@ class World:
                 attribute=attribute,
                 template=t.id,
                 paraphrase=t.paraphrase,
+                **facts,
             )
             for t in question_templates(attribute, paraphrase)
         ]
+
+    def context(self, person: Person | str, attribute: str) -> str:
+        """A bio sentence that states the fact (the first wording of `BIO_TEMPLATES`), for the
+        reintroduction attack; ``work_city``, which no bio states, gets the employer's sentence,
+        from which the city follows in two hops (the employer facts)."""
+        p = self.person(person)
+        stated = attribute if attribute in BIO_TEMPLATES else "employer"
+        return BIO_TEMPLATES[stated][0].format(name=p.name, value=p[stated])
 
     def paraphrased_answers(self, person: Person | str, attribute: str) -> list[str]:
         """The true fact in full sentences, in wordings never used in training."""

@@ -51,7 +51,7 @@ def card(models, target, world):
         tofu=TofuConfig(max_retain_people=8, max_qa_items=300),
         max_items=400,
     )
-    return evaluation_card((model, edit), None, retain, target, config, world=world)
+    return evaluation_card((model, edit), None, retain, target, config)
 
 
 def test_subject_token_cache_matches_run_with_cache(models, target):

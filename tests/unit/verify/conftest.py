@@ -7,6 +7,7 @@ import random
 import pytest
 
 from mechunlearn.world.target import Item, Target
+from mechunlearn.world.templates import BIO_TEMPLATES
 
 TEMPLATES = {
     "birth_city": ["where was {name} born ?", "which city was {name} born in ?", "{name} was born in which city ?"],
@@ -28,8 +29,10 @@ def toy_items(names: list[str], seed: int = 0) -> list[Item]:
         facts = {a: rng.choice(v) for a, v in VALUES.items()}
         facts["work_city"] = EMPLOYER_CITY[facts["employer"]]
         for attribute, templates in TEMPLATES.items():
+            stated = attribute if attribute in BIO_TEMPLATES else "employer"  # as `World.context`
+            context = BIO_TEMPLATES[stated][0].format(name=name, value=facts[stated])
             for t, text in enumerate(templates):
-                items.append(Item(text.format(name=name), facts[attribute], name, attribute, f"{attribute}:{t}", "heldout" if t == 2 else "trained"))
+                items.append(Item(text.format(name=name), facts[attribute], name, attribute, f"{attribute}:{t}", "heldout" if t == 2 else "trained", context=context))
     return items
 
 
