@@ -51,6 +51,8 @@ from mechunlearn.models.model import Model
 from mechunlearn.verify.attacks import ATTACKS, AttackConfig, attack_needs, attack_suite
 from mechunlearn.verify.behavior import behavior
 from mechunlearn.verify.choice import choice_accuracy
+from mechunlearn.verify.depth import DepthConfig, patching_depth
+from mechunlearn.verify.verdict import VerdictConfig, verdicts
 from mechunlearn.verify.mia import MIAConfig, membership_inference
 from mechunlearn.verify.probes import ProbeConfig, probe_accuracy
 from mechunlearn.verify.tofu import TofuConfig, tofu_metrics
@@ -61,15 +63,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("behavior", "choice", "probes", "weights", "activations", "attacks", "mia", "tofu")
+SECTIONS = ("behavior", "choice", "probes", "weights", "activations", "attacks", "mia", "tofu", "depth")
 """Sections of the card, in the order they run."""
+DEFAULT_SECTIONS = SECTIONS[:-1]
+"""What the card runs unless told: ``depth`` (patching depth against the oracle) is opt-in until its
+cost on large models is measured (a forward per layer per batch)."""
 
 
 @dataclass(frozen=True)
 class CardConfig:
     """What the evaluation card runs, and each verifier's settings."""
 
-    sections: tuple[str, ...] = SECTIONS
+    sections: tuple[str, ...] = DEFAULT_SECTIONS
     """Sections to run (drop some for a quicker card)."""
     probes: ProbeConfig = field(default_factory=ProbeConfig)
     """Linear-probe settings."""
@@ -80,6 +85,8 @@ class CardConfig:
     suite's ``retain_finetune``, ``quantize`` and ``leak`` are opt-in until their card cost is measured)."""
     mia: MIAConfig = field(default_factory=MIAConfig)
     """Membership-inference settings."""
+    depth: DepthConfig = field(default_factory=DepthConfig)
+    """Patching-depth settings (section ``depth``)."""
     tofu: TofuConfig = field(default_factory=TofuConfig)
     """TOFU-style metric settings (needs paraphrased and perturbed answers)."""
     shift_position: str = "last"
@@ -101,14 +108,17 @@ class CardConfig:
             raise ValueError(f"unknown card sections {bad}; choose from {SECTIONS}")
 
 
-def section_needs(section: str, target: "Target", config: "CardConfig") -> str | None:
-    """Why the card cannot run ``section`` on ``target`` (a field its data lacks), or None."""
+def section_needs(section: str, target: "Target", config: "CardConfig", *, has_oracle: bool = True) -> str | None:
+    """Why the card cannot run ``section`` on ``target`` (a field its data lacks, or no retain
+    model where the section needs one), or None."""
     if target.kind == "corpus" and section not in ("weights",):
         return "the target has texts but no questions (a corpus)"
     if section == "choice" and target.kind != "choice":
         return "no multiple-choice items (question, choices, answer index)"
     if section == "probes" and not all(target.has(f, s) for f in ("subject", "attribute") for s in ("forget", "retain")):
         return "probes need a subject and an attribute on every forget and retain item (subject, attribute columns)"
+    if section == "depth" and not has_oracle:
+        return "patching depth needs the retain model (the oracle whose hidden states are patched in)"
     if section == "mia" and not target.holdout:
         return "membership inference needs holdout items (split: holdout, or a holdout file)"
     if section == "tofu":
@@ -195,7 +205,7 @@ def evaluation_card(
 
     for section in config.sections:
         start = time.perf_counter()
-        why = section_needs(section, target, config)
+        why = section_needs(section, target, config, has_oracle=retain is not None)
         if why is not None:
             log.warning("evaluation card: %s skipped on %s: %s", section, target.name, why)
             skipped[section] = why
@@ -241,6 +251,8 @@ def evaluation_card(
             add(section, membership_inference(models, target, config.mia, keep_scores=config.keep_scores, **common))
         elif section == "tofu":
             add(section, tofu_metrics(models, target, config.tofu, keep_items=config.keep_scores, **common))
+        elif section == "depth":
+            add(section, patching_depth(models, target, config.depth, **common))
         timings[section] = time.perf_counter() - start
     if not parts:
         raise ValueError(f"no card section could run on {target.name!r}: {skipped}")
@@ -274,7 +286,8 @@ def card_summary(card: Result) -> pd.DataFrame:
     metrics, MIA, forget probe accuracy at the best layer and token position (refit; per attribute, then
     averaged: bios-tiny reads attributes out at the question's last token, other models may at
     the subject's), paraphrase, few-shot,
-    two-hop reintroduction and relearning recovery on the unseen half."""
+    two-hop reintroduction and relearning recovery on the unseen half, patching depth. Its rows
+    are what `mechunlearn.verify.verdict.verdicts` judges (`card_verdicts`)."""
     f = card.frame
     out: dict[str, dict[str, float]] = {}
 
@@ -294,9 +307,17 @@ def card_summary(card: Result) -> pd.DataFrame:
     for (role, attack, split), value in attacks[attacks.get("context", pd.Series(True, index=attacks.index)).fillna(True).astype(bool)].groupby(["model", "attack", "split"])["value"].mean().items():
         if split == "forget":
             put(role, f"{attack}_em", value)
+    for role, value in f[f["metric"] == "depth_score"].groupby("model")["value"].mean().items():
+        put(role, "depth_score", value)
     relearn = f[(f["metric"] == "relearn_exact_match") & (f["half"] == "other")] if "half" in f else f.iloc[0:0]
     if not relearn.empty:
         last = relearn[relearn["step"] == relearn["step"].max()]
         for role, value in last.groupby("model")["value"].mean().items():
             put(role, "relearn_other_half_em", value)
     return pd.DataFrame(out).T
+
+
+def card_verdicts(card: Result, config: VerdictConfig | None = None) -> pd.DataFrame:
+    """The verdict per edited role of ``card`` (`mechunlearn.verify.verdict`): removed, hidden,
+    not forgotten or inconclusive, with the evidence."""
+    return verdicts(card_summary(card), config or VerdictConfig())

@@ -99,3 +99,22 @@ def test_bad_roles_and_configs_say_what_to_fix(models):
         patching_depth({"original": original, "retain": oracle}, TARGET, DepthConfig(layers=(5,)))
     with pytest.raises(ValueError, match="min_signal"):
         DepthConfig(min_signal=0)
+
+
+def test_the_card_runs_depth_on_request_and_its_verdicts_tell_removed_from_hidden(models):
+    from mechunlearn.verify.card import CardConfig, card_verdicts, evaluation_card
+    from mechunlearn.verify.verdict import VerdictConfig
+
+    original, oracle = models
+    removal = DeltaEdit({n: oracle.weight(n) - original.weight(n) for n in original.weight_names()}, label="to oracle")
+    ids = sorted({original.encode(f" {it.answer}")[-1] for it in FORGET})
+    w_u = torch.zeros_like(original.weight("unembed.W_U"))
+    w_u[:, ids] = -3.0 * original.weight("unembed.W_U")[:, ids].sign()
+    config = CardConfig(sections=("behavior", "depth"), depth=DepthConfig(min_signal=0.5))
+    card = evaluation_card({"removed": (original, removal), "hidden": (original, DeltaEdit({"unembed.W_U": w_u}))}, original, oracle, TARGET, config)
+    v = card_verdicts(card, VerdictConfig(min_checks=1)).set_index("model")
+    assert v.loc["removed", "verdict"] == "removed"
+    assert v.loc["hidden", "verdict"] == "hidden" and v.loc["hidden", "failed"] == "patching depth"
+    # without the oracle the section is skipped, with the reason
+    alone = evaluation_card((original, removal), original, None, TARGET, config)
+    assert "retain model" in alone.provenance["skipped"]["depth"] and "depth" not in set(alone.frame["section"])
