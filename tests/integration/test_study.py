@@ -17,7 +17,7 @@ import pytest
 
 from mechunlearn.study import load_results, load_study, run_study
 from mechunlearn.study.browser import check_page
-from mechunlearn.study.store import read_table
+from mechunlearn.study.store import ResultStore, read_table
 
 pytestmark = pytest.mark.slow
 
@@ -109,7 +109,7 @@ def test_ctrl_c_on_the_cli_keeps_finished_runs_and_resume_completes(tmp_path):
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     try:
         deadline = time.monotonic() + 300  # a guard against hanging, not a measurement
-        while not ((out / "results.parquet").exists() and read_table(out / "results.parquet")["run_id"].nunique() == 2):
+        while not (out.is_dir() and len(ResultStore(out, repair=False).finished()) == 2):
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "the first two runs never finished"
             time.sleep(0.2)
@@ -120,10 +120,10 @@ def test_ctrl_c_on_the_cli_keeps_finished_runs_and_resume_completes(tmp_path):
             proc.kill()
     assert proc.returncode == 130, stderr
     assert "interrupted: every finished run is saved" in stderr
-    table = read_table(out / "results.parquet")
+    table = read_table(out)
     assert set(table["method"]) == {"none", "ga"} and (table["status"] == "ok").all()
     release.touch()
     again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert "4 runs: 2 already done, 2 finished, 0 failed" in again.stdout
-    assert set(read_table(out / "results.parquet")["method"]) == {"none", "ga", "test-wait", "npo"}
+    assert set(read_table(out)["method"]) == {"none", "ga", "test-wait", "npo"}

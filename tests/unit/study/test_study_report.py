@@ -125,5 +125,5 @@ def test_page_check_counts_heatmaps_and_empty_plots(tmp_path):
 def test_report_of_a_folder_without_a_study_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a study folder"):
         write_report(tmp_path)
-    with pytest.raises(FileNotFoundError, match="no results.parquet"):
+    with pytest.raises(FileNotFoundError, match=r"no results in .* \(neither results/ nor results.parquet\)"):
         load_results(tmp_path)
