@@ -99,7 +99,7 @@ def write_report(folder: str | Path) -> Path:
     ]
     if n_failed:
         sections += ["<h2>Failed runs</h2>", _failures_html(failed)]
-    sections += ["<h2>Figures</h2>", _figures_html(_figures(frame))]
+    sections += ["<h2>Figures</h2>", _figures_html(_figures(frame, study))]
     sections += [
         "<h2>Study file</h2>",
         f"<pre>{_e((folder / 'study.yaml').read_text() if (folder / 'study.yaml').exists() else '')}</pre>",
@@ -114,11 +114,15 @@ def write_report(folder: str | Path) -> Path:
     return path
 
 
-def _figures(frame: pd.DataFrame) -> list[tuple[str, Callable]]:
+def _figures(frame: pd.DataFrame, study: dict) -> list[tuple[str, Callable]]:
     """(title, thunk) for every figure of the report, in order."""
     from mechunlearn.figures import study as study_figures
 
     figures: list[tuple[str, Callable]] = [("Wall time per run", lambda: study_figures.run_times(frame))]
+    for method, param, others in study_figures.swept_parameters(study):
+        rows = frame[frame["method"] == method]
+        for split in ("forget", "retain"):
+            figures.append((f"{method}: {split} exact match against {param}", (lambda rows=rows, param=param, others=others, split=split: study_figures.sweep(rows, param, split=split, by=others))))
     for name in frame["verifier"].dropna().unique():
         if name in VERIFIERS:
             rows = frame[frame["verifier"] == name]

@@ -48,18 +48,6 @@ Filters = Any
 (``[("method", "==", "ga")]``), or None for every row."""
 
 
-def results_path(folder: str | Path) -> Path:
-    """Where a study folder's results are: ``results/``, else a legacy ``results.parquet``."""
-    folder = Path(folder)
-    legacy = folder / RESULTS_FILE
-    return legacy if legacy.exists() and not (folder / RESULTS_DIR).is_dir() else folder / RESULTS_DIR
-
-
-def has_results(folder: str | Path) -> bool:
-    """Whether the study folder holds any results (per-run files or a legacy table)."""
-    return bool(ResultStore(folder, repair=False).files()) or (Path(folder) / RESULTS_FILE).exists()
-
-
 def read_table(path: str | Path, *, filters: Filters = None, columns: list[str] | None = None) -> pd.DataFrame:
     """The results in ``path``: a study folder (its ``results/`` files, or its legacy
     ``results.parquet``) or one Parquet file. ``filters`` (a pyarrow expression, or pyarrow's
@@ -299,7 +287,7 @@ def _to_pandas(table: pa.Table) -> pd.DataFrame:
 def _droppable_nulls(frame: pd.DataFrame) -> pd.DataFrame:
     """Drop the verifier columns that are empty in this run (reading fills them as nulls), so their
     type cannot clash with the same column's type in other runs' files."""
-    keep = {"run_id", "study", "model", "target", "method", "label", "params", "seed", "status", "verifier", "metric", "split", "layer", "value", "error", "traceback"}
+    keep = {"run_id", "study", "model", "target", "method", "label", "params", "seed", "status", "worker", "verifier", "metric", "split", "layer", "value", "error", "traceback"}
     empty = [c for c in frame.columns if c not in keep and frame[c].isna().all()]
     return frame.drop(columns=empty)
 
