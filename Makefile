@@ -41,10 +41,11 @@ ifeq ($(CHROMIUM),)
 	  sudo apt-get install -y --no-install-recommends chromium
 endif
 
-# `make demo WORKERS=2`: two runs at once, each in its own worker process with one torch thread
-WORKERS ?= 1
+# The demo runs one run at a time in this process; `make demo WORKERS=4` runs four at once, each
+# in its own worker process with one torch thread (worth it with more cores than two).
+WORKERS ?=
 demo: $(STAMP)
-	$(VENV)/bin/mechunlearn demo --out reports/default --workers $(WORKERS)
+	$(VENV)/bin/mechunlearn demo --out reports/default $(if $(WORKERS),--workers $(WORKERS))
 
 # Tests and notebooks share one cache folder inside the checkout (never the user's).
 test: export MECHUNLEARN_HOME := $(CURDIR)/.cache/test-home

@@ -38,7 +38,8 @@ class _Unfreezable(Exception):
 
 def freeze(value: Any) -> Any:
     """A hashable, equality-comparable stand-in for ``value`` (dataclasses, dicts, sequences,
-    scalars, strings, small tensors); raises `_Unfreezable` for anything else."""
+    scalars, strings, small tensors, and models without hooks by their weights hash); raises
+    `_Unfreezable` for anything else."""
     if value is None or isinstance(value, (str, int, float, bool, bytes)):
         return value
     if isinstance(value, (list, tuple)):
@@ -49,6 +50,13 @@ def freeze(value: Any) -> Any:
         return tuple(sorted((str(k), freeze(v)) for k, v in value.items()))
     if type(value).__name__ == "Tensor" and type(value).__module__ == "torch" and value.numel() <= 100_000:
         return ("tensor", str(value.dtype), tuple(value.shape), tuple(value.flatten().tolist()))
+    from mechunlearn.models.model import Model
+
+    if isinstance(value, Model):
+        # a model argument (a reference beside the subject) is keyed by its weights, like the subject
+        if value.hook_count():
+            raise _Unfreezable("a model with hooks")
+        return ("model", value.weights_hash())
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return (type(value).__qualname__, *(freeze(getattr(value, f.name)) for f in dataclasses.fields(value)))
     raise _Unfreezable(type(value).__name__)

@@ -90,10 +90,19 @@ class UnlearnConfig:
 
 @contextmanager
 def _originals(model: "Model", originals: dict[str, torch.Tensor], masks=None):
-    """Temporarily put the original values back into the trained weights (the frozen reference)."""
-    with model.restoring(list(originals), masks):
-        model.set_weights(originals, masks)
-        yield
+    """Temporarily put the original values back into the trained weights (the frozen reference).
+
+    Inside one autocast region torch caches its casts of the weights (by tensor, not by value), so
+    a forward after the swap would reuse the casts made before it: the reference would read the
+    trained values, or the next forward the original ones. The cache is cleared on both sides of
+    the swap (a no-op without autocast)."""
+    torch.clear_autocast_cache()
+    try:
+        with model.restoring(list(originals), masks):
+            model.set_weights(originals, masks)
+            yield
+    finally:
+        torch.clear_autocast_cache()
 
 
 @torch.no_grad()

@@ -1,6 +1,8 @@
 """LUNAR (Shen et al. 2025) on tiny models: the direction, the steering hook, the layer choice, the
 closed-form and AdamW fits of W_out, and the one-matrix edit (exact revert, no hooks left)."""
 
+from dataclasses import replace
+
 import pandas as pd
 import pytest
 import torch
@@ -24,6 +26,9 @@ from mechunlearn.locate.lunar import (
     steer_edit,
     steering_sweep,
 )
+from mechunlearn.models.text import answer_nll, encode_qa
+from mechunlearn.unlearn import TrainConfig, fit
+from mechunlearn.verify.behavior import score_items
 from mechunlearn.world.target import Item, Target
 
 FORGET = tuple(Item(f"where was w{i} born ? answer :", f"w{i + 20}", subject=f"w{i}", attribute="city") for i in range(4))
@@ -217,12 +222,38 @@ def test_edit_is_one_w_out_that_redirects_forget_and_reverts_bitwise(model):
     assert all(torch.equal(before[n], w) for n, w in model.named_weights())
 
 
-def test_lunar_end_to_end_leaves_no_hooks_and_reports(model):
+@pytest.fixture(scope="module")
+def trained():
+    """A tiny model that has memorised the toy facts and answers "unknown" to the CANNOT
+    questions, so LUNAR has something to redirect (never mutated by the tests)."""
+    from tests.conftest import make_tiny_model
+
+    model = make_tiny_model(seed=3)
+    items = FORGET + RETAIN + CANNOT
+    batch = encode_qa(model, [i.prompt for i in items], [i.answer for i in items])
+    fit(model, lambda step: answer_nll(model, batch).mean(), TrainConfig(steps=80, lr=2e-2), desc="memorise toy")
+    assert score_items(model, items, progress=False)["exact_match"].mean() == 1.0
+    return model
+
+
+def test_lunar_end_to_end_redirects_leaves_no_hooks_and_reports(trained):
+    model = trained
     hooks, start_hash = model.hook_count(), model.weights_hash()
     cfg = LunarConfig(sweep_items=4, retain_items=8, adamw_steps=50)
     result = lunar(model, TARGET, cfg, cannot=CANNOT, progress=False)
     assert model.hook_count() == hooks and model.weights_hash() == start_hash
-    assert result.layer == choose_layer(result.sweep, coef=cfg.coef)
+    # LUNAR's outcome: every forget answer turns to the model's own "unknown", retain stays correct
+    assert (answer_outcomes(model, FORGET)["outcome"] == "correct").all()
+    forget = answer_outcomes((model, result.edit), FORGET)["outcome"]
+    assert (forget == "unknown").all()
+    assert (answer_outcomes((model, result.edit), RETAIN)["outcome"] == "correct").mean() >= 0.75
+    # the returned edit is the one the sweep measured at the chosen layer
+    row = result.sweep.query("mode == 'edit' and split == 'forget' and metric == 'share_unknown' and layer == @result.layer")
+    assert len(row) == 1 and float(row["value"].iloc[0]) == pytest.approx(float((forget == "unknown").mean()))
+    # a given layer is used as given, without a sweep
+    pinned = lunar(model, TARGET, replace(cfg, layer=1), cannot=CANNOT, progress=False)
+    assert pinned.layer == 1 and pinned.sweep is None and list(pinned.edit.deltas) == ["blocks.1.mlp.W_out"]
+    assert (answer_outcomes((model, pinned.edit), FORGET)["outcome"] == "unknown").all()
     assert set(result.sweep["mode"]) == {"none", "steer", "edit"}
     assert list(result.edit.deltas) == [f"blocks.{result.layer}.mlp.W_out"]
     table, edits = compare_fits(model, result.data, result.layer, cfg)

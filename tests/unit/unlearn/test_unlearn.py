@@ -56,13 +56,16 @@ def _resid(model, items, layer):
     return act[content]  # [real tokens, d_model]
 
 
-def test_rmu_steers_forget_activations_to_c_u_and_keeps_retain_ones(tiny_model):
+@pytest.mark.parametrize("autocast", ["float32", "bfloat16"])
+def test_rmu_steers_forget_activations_to_c_u_and_keeps_retain_ones(tiny_model, autocast):
+    # bfloat16: autocast caches its casts of the weights inside one forward region, so the frozen
+    # reference (the original values swapped in, then the trained ones back) must not reuse them
     m = tiny_model
     # u: RMU's fixed random unit direction, drawn from its seed (Li et al. 2024, Sec. 5)
     u = torch.rand(m.d_model, generator=torch.Generator().manual_seed(0))
     u = u / u.norm()
     forget0, retain0 = _resid(m, FORGET, 1), _resid(m, RETAIN, 1)
-    cfg = UnlearnConfig(loss="rmu", loss_options={"layer": 1, "c_scale": 4.0, "alpha": 10.0}, steps=60, lr=1e-2, stop_forget_em=None, batch_size=4)
+    cfg = UnlearnConfig(loss="rmu", loss_options={"layer": 1, "c_scale": 4.0, "alpha": 10.0}, steps=60, lr=1e-2, stop_forget_em=None, batch_size=4, autocast=autocast)
     edit = unlearn(m, TARGET, cfg)
     assert set(edit.deltas) == {"blocks.0.mlp.W_out", "blocks.1.mlp.W_out"}  # layers ℓ-2..ℓ
     with edit.applied(m):

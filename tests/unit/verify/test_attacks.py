@@ -13,6 +13,7 @@ from mechunlearn.verify.attacks import (
     reintroduction_items,
     relearn_halves,
     relearning_attack,
+    with_ceilings,
 )
 from mechunlearn.world.templates import BIO_TEMPLATES
 
@@ -74,12 +75,33 @@ def test_relearning_learns_the_trained_half_and_restores_the_weights(tiny_model,
     assert prob[("trained", 20)] > prob[("trained", 0)] + 0.1
 
 
-def test_attack_suite_rows(tiny_model, target):
-    config = AttackConfig(relearn_steps=2, relearn_eval_every=1, few_shot_k=1)  # the tiny model's context is 32 tokens
-    result = attack_suite({"original": tiny_model}, target, config)
-    f = result.frame
-    assert {"paraphrase", "few_shot", "reintroduce_two_hop", "reintroduce_direct", "relearn"} <= set(f["attack"])
-    assert f["value"].between(0, 1).all()
+def test_attack_suite_puts_ceiling_and_oracle_beside_each_row_and_judges_applicability(tiny_model, target):
+    name = "blocks.0.mlp.W_out"
+    edit = DeltaEdit({name: torch.full_like(tiny_model.weight(name), 0.05)}, label="toy")
+    before = tiny_model.weights_hash()
+    # the tiny model's context is 32 tokens: one shot; two relearning / retain fine-tuning steps
+    config = AttackConfig(relearn_steps=2, relearn_eval_every=1, few_shot_k=1, retain_ft_steps=2, leak_k=(1, 2))
+    f = attack_suite({"original": tiny_model, "retain": (tiny_model, edit)}, target, config).frame
+    assert tiny_model.weights_hash() == before
+    names = {"paraphrase", "few_shot", "reintroduce_two_hop", "reintroduce_direct", "relearn", "retain_finetune", "quantize_int8", "quantize_int4", "leak"}
+    for role in ("original", "retain"):
+        assert set(f.loc[f["model"] == role, "attack"]) == names
+    # one concrete row each: the int8-quantized forget probability of both roles
+    q = f[(f["attack"] == "quantize_int8") & (f["split"] == "forget") & (f["metric"] == "attack_prob")].set_index("model")
+    assert q.loc["retain", "value"] != q.loc["original", "value"]  # the edit changed the model
+    for role in ("original", "retain"):
+        assert q.loc[role, "ceiling"] == q.loc["original", "value"] and q.loc[role, "oracle"] == q.loc["retain", "value"]
+    # a random model knows nothing: under the default min_ceiling (0.5) no attack applies, and
+    # each row says why with the unedited model's score; with min_ceiling 0 every attack applies
+    assert f["applicable"].eq(False).all()
+    level = f[(f["model"] == "original") & (f["attack"] == "few_shot") & (f["metric"] == "attack_exact_match") & (f["split"] == "forget")]["value"].mean()
+    few = f.loc[f["attack"] == "few_shot", "reason"]
+    assert few.str.contains(f"scores {level:.3f} on forget items under few_shot").all()
+    bare = f.drop(columns=["ceiling", "oracle", "applicable", "reason"])
+    assert with_ceilings(bare, 0.0)["applicable"].eq(True).all()
+    # without the unedited model's rows there is no ceiling, and the rows say so
+    alone = with_ceilings(bare[bare["model"] == "retain"], 0.5)
+    assert alone["ceiling"].isna().all() and alone["reason"].str.startswith("ceiling unknown").all()
     with pytest.raises(ValueError, match="unknown attacks"):
         attack_suite({"original": tiny_model}, target, attacks=["jailbreak"])
 
