@@ -74,9 +74,11 @@ def test_a_study_on_a_two_node_ray_cluster(tmp_path):
     try:
         nodes.append(start_node(["--head", f"--port={port}", "--include-dashboard=false"], temps[0], {**env, "MECHUNLEARN_HOME": str(tmp_path / "home-a")}))
         deadline = time.monotonic() + 180  # a guard against hanging: a busy machine starts Ray slowly
-        while subprocess.run([str(RAY), "status", f"--address={address}"], env=env, capture_output=True).returncode != 0:
+        while (status := subprocess.run([str(RAY), "status", f"--address={address}"], env=env, capture_output=True, text=True)).returncode != 0:
             assert nodes[0].poll() is None, nodes[0].stderr.read()
-            assert time.monotonic() < deadline, "the head node did not start in 180 s"
+            logs = sorted(temps[0].glob("session_*/logs/*.err")) + sorted(temps[0].glob("session_*/logs/*.out"))
+            tails = "\n".join(f"--- {p.name}\n" + p.read_text(errors="replace")[-1500:] for p in logs[:6])
+            assert time.monotonic() < deadline, f"the head node did not start in 180 s; ray status: {status.stdout[-1500:]}{status.stderr[-1500:]}\n{tails}"
             time.sleep(1)
         nodes.append(start_node([f"--address={address}"], temps[1], {**env, "MECHUNLEARN_HOME": str(tmp_path / "home-b")}))
         out = tmp_path / "out"
