@@ -16,7 +16,7 @@ NB_BUILT := $(addprefix .nbbuild/,$(notdir $(NOTEBOOKS:.py=.ipynb)))
 # (--no-loadscope-reorder; xdist's default sends the files with the most tests first, which puts
 # the few slow ones at the end), the slowest first, so that both workers finish together.
 SLOW_FIRST := .nbbuild/06_probes_and_attacks.ipynb .nbbuild/03_weight_space.ipynb \
-  tests/integration/test_verify_bios_tiny.py tests/integration/test_study_methods.py \
+  tests/integration/test_verify_bios_tiny.py tests/integration/test_study_methods.py tests/integration/test_study_ray.py \
   .nbbuild/02_concept_vectors.ipynb tests/integration/test_study.py .nbbuild/05_redirection.ipynb \
   tests/integration/test_concept_files.py tests/integration/test_bios_tiny.py .nbbuild/04_features.ipynb
 POOL := OMP_NUM_THREADS=1 MECHUNLEARN_NOTEBOOK_QUICK=1 $(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder \

@@ -7,6 +7,7 @@
     mechunlearn concept-vectors gemma-3-270m [--out concept_vectors/gemma-3-270m.json]
     mechunlearn study run FILE [--executor local|ray] [--workers N] [--address ADDR] [--out DIR]
     mechunlearn study report DIR [--check]
+    mechunlearn study compact DIR
     mechunlearn demo [--out reports/default] [--workers N]
 """
 
@@ -159,7 +160,7 @@ def _study_run(args: argparse.Namespace) -> int:
     try:
         summary = run_study(study, out, executor=args.executor, workers=args.workers, address=args.address, threads=args.threads)
     except KeyboardInterrupt:
-        print(f"\ninterrupted: every finished run is saved in {out / 'results.parquet'}; run the same command again to continue", file=sys.stderr)
+        print(f"\ninterrupted: every finished run is saved in {out / 'results'}; run the same command again to continue", file=sys.stderr)
         return 130
     report = write_report(out)
     _print_table(summary_table(load_results(out)), f"study {study.name}")
@@ -183,6 +184,18 @@ def _study_report(args: argparse.Namespace) -> int:
         for line in check.js_errors + check.external_requests:
             print(f"  {line}", file=sys.stderr)
         return 0 if check.ok else 1
+    return 0
+
+
+def _study_compact(args: argparse.Namespace) -> int:
+    from mechunlearn.study.store import ResultStore
+
+    store = ResultStore(args.dir)
+    before = len(store.files()) + int(store.legacy.exists())
+    if not store.runs():
+        raise FileNotFoundError(f"no results in {args.dir}; nothing to compact")
+    merged = store.compact()
+    print(f"{len(store.runs())} runs: {before} files merged into {merged}" if merged else f"{len(store.runs())} runs already in one file: {store.files()[0]}")
     return 0
 
 
@@ -227,7 +240,7 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--quick", action="store_true", help="the small 40-person-world build")
     x.set_defaults(func=_export_tofu)
 
-    d = sub.add_parser("demo", help="run studies/default.yaml on the shipped bios-tiny and its retain model: results.parquet and index.html")
+    d = sub.add_parser("demo", help="run studies/default.yaml on the shipped bios-tiny and its retain model: results/ (one Parquet file per run) and index.html")
     d.add_argument("--out", default="reports/default", help="output folder (default reports/default)")
     d.add_argument("--workers", type=int, default=None, help="runs at once, each in its own worker process with one torch thread (default: one run at a time in this process)")
     d.set_defaults(func=_demo)
@@ -253,9 +266,12 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--threads", type=int, default=None, help="torch threads per run (default: torch's in this process; 1 per worker process or Ray actor)")
     r.set_defaults(func=_study_run)
     rep = st_sub.add_parser("report", help="(re)write DIR/index.html from a study folder")
-    rep.add_argument("dir", type=Path, help="the study folder (holds results.parquet and study.json)")
+    rep.add_argument("dir", type=Path, help="the study folder (holds results/ and study.json)")
     rep.add_argument("--check", action="store_true", help="open the report in headless Chromium: fail on JS errors or undrawn figures")
     rep.set_defaults(func=_study_report)
+    com = st_sub.add_parser("compact", help="merge DIR/results/ (one file per run) into one file, atomically (the table reads the same)")
+    com.add_argument("dir", type=Path, help="the study folder")
+    com.set_defaults(func=_study_compact)
     return p
 
 

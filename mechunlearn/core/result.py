@@ -149,15 +149,29 @@ def atomic_write_dir(path: str | os.PathLike, writer) -> Path:
     return path
 
 
-def atomic_write_bytes(path: Path, writer) -> None:
-    """Call ``writer(tmp_path)`` to produce a file, then move it to ``path`` atomically."""
+def _fsync(path, flags: int) -> None:
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, writer, *, fsync: bool = False) -> None:
+    """Call ``writer(tmp_path)`` to produce a file, then move it to ``path`` atomically. With
+    ``fsync`` the file's bytes and then the rename are flushed to disk before this returns, so
+    that a power cut cannot leave ``path`` empty or half-written either."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         writer(Path(tmp))
         os.chmod(tmp, 0o644)
+        if fsync:
+            _fsync(tmp, os.O_RDONLY)
         os.replace(tmp, path)
+        if fsync:
+            _fsync(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

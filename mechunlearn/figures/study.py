@@ -4,7 +4,7 @@
 | -------------- | --------------------------------------------------------------------- |
 | `tradeoff`     | forget vs retain score of every run label, with the Pareto fronts     |
 | `split_bars`   | one behaviour metric per method and split (panels per paraphrase set) |
-| `sweep`        | a metric against one swept parameter, a line per method               |
+| `sweep`        | a metric against one swept parameter, a line per method (and other swept values) |
 | `run_times`    | seconds spent locating, editing and verifying, per method             |
 
 Rows of failed runs are ignored; values are averaged over seeds (error bars: standard deviation).
@@ -110,24 +110,47 @@ def split_bars(frame: pd.DataFrame, *, metric: str = "exact_match", verifier: st
 
 
 def sweep(
-    frame: pd.DataFrame, param: str, *, metric: str = "exact_match", split: str = "forget", paraphrase: str | None = "trained", verifier: str = "behavior"
+    frame: pd.DataFrame,
+    param: str,
+    *,
+    metric: str = "exact_match",
+    split: str = "forget",
+    paraphrase: str | None = "trained",
+    verifier: str = "behavior",
+    by: tuple[str, ...] = (),
 ) -> go.Figure:
-    """``metric`` on ``split`` against the swept parameter ``param``, one line per method."""
+    """``metric`` on ``split`` against the swept parameter ``param``, mean ± sd over seeds; one
+    line per method and value of each parameter in ``by`` (the method's other swept ones)."""
     rows = metric_rows(frame, metric, verifier=verifier)
     rows = rows[rows["split"] == split]
     if paraphrase is not None and "paraphrase" in rows.columns:
         rows = rows[rows["paraphrase"] == paraphrase]
-    values = rows["params"].map(lambda p: json.loads(p).get(param))
-    rows = rows.assign(**{param: values})[values.notna()]
+    params = rows["params"].map(json.loads)
+    values = params.map(lambda p: p.get(param))
+    line = rows["method"].astype(str)
+    for other in by:
+        line = line + " " + other + "=" + params.map(lambda p, other=other: f"{p.get(other)}")
+    rows = rows.assign(**{param: values, "line": line})[values.notna()]
     if rows.empty:
         raise ValueError(f"no finished runs have a parameter {param!r}")
-    stats = _by_label(rows, ["method", param])
+    stats = _by_label(rows, ["line", param])
     fig = go.Figure()
-    for i, (method, part) in enumerate(stats.groupby("method", sort=True)):
+    for i, (name, part) in enumerate(stats.groupby("line", sort=True)):
         part = part.sort_values(param)
-        fig.add_trace(go.Scatter(x=part[param], y=part["mean"], error_y=dict(array=part["std"], visible=bool(part["std"].any())), mode="lines+markers", name=method, line=dict(color=_PALETTE[i % len(_PALETTE)])))
-    fig.update_layout(template=TEMPLATE, title=f"{split} {metric} against {param}", xaxis_title=param, yaxis_title=f"{split} {metric}", height=420)
+        fig.add_trace(go.Scatter(x=part[param], y=part["mean"], error_y=dict(array=part["std"], visible=bool(part["std"].any())), mode="lines+markers", name=name, line=dict(color=_PALETTE[i % len(_PALETTE)])))
+    on = f" ({paraphrase} templates)" if paraphrase and "paraphrase" in frame.columns else ""
+    fig.update_layout(template=TEMPLATE, title=f"{split} {metric} against {param}{on}, mean ± sd over seeds", xaxis_title=param, yaxis_title=f"{split} {metric}", height=420)
     return fig
+
+
+def swept_parameters(study: dict) -> list[tuple[str, str, tuple[str, ...]]]:
+    """(method, parameter, the method's other swept parameters) for every swept parameter of a
+    resolved study (``study.json``'s ``study``)."""
+    out = []
+    for method in study.get("methods", []):
+        keys = list(method.get("sweep") or {})
+        out += [(method["name"], key, tuple(k for k in keys if k != key)) for key in keys]
+    return out
 
 
 def run_times(frame: pd.DataFrame) -> go.Figure:

@@ -225,8 +225,10 @@ class StudyWorker:
         self.cache = ModelCache()
 
     def run(self, run: RunSpec) -> RunOutcome:
-        """Execute one run in this worker."""
-        return execute_run(run, self.cache)
+        """Execute one run in this worker (its rows name the Ray node: ``ray-node:<id>``)."""
+        import ray
+
+        return execute_run(run, self.cache, worker=f"ray-node:{ray.get_runtime_context().get_node_id()}")
 
 
 class RayExecutor:

@@ -20,7 +20,7 @@ import pandas as pd
 
 from mechunlearn.core.result import atomic_write_text
 from mechunlearn.study.registry import METHODS, VERIFIERS
-from mechunlearn.study.store import RESULTS_FILE, read_table
+from mechunlearn.study.store import RESULTS_DIR, RESULTS_FILE, Filters, ResultStore, and_filter
 
 log = logging.getLogger(__name__)
 
@@ -35,17 +35,18 @@ def read_study_record(folder: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
-def load_results(folder: str | Path, *, current: bool = True) -> pd.DataFrame:
+def load_results(folder: str | Path, *, current: bool = True, filters: Filters = None, columns: list[str] | None = None) -> pd.DataFrame:
     """The results table of a study folder; ``current`` keeps only runs of the study as last run
-    (rows of runs since removed from the study file stay in the file but are left out)."""
+    (rows of runs since removed from the study file stay in the folder but are left out).
+    ``filters`` and ``columns`` are pushed down to the files (`mechunlearn.study.store.read_table`):
+    ``load_results(folder, filters=[("method", "==", "ga")])`` reads only GA's rows."""
     folder = Path(folder)
-    path = folder / RESULTS_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"no {RESULTS_FILE} in {folder}; run the study first")
-    frame = read_table(path)
+    store = ResultStore(folder, repair=False)
+    if not store.runs():
+        raise FileNotFoundError(f"no results in {folder} (neither {RESULTS_DIR}/ nor {RESULTS_FILE}); run the study first")
     if current:
-        frame = frame[frame["run_id"].isin(set(read_study_record(folder)["run_ids"]))]
-    return frame.reset_index(drop=True)
+        filters = and_filter(filters, [("run_id", "in", list(read_study_record(folder)["run_ids"]))])
+    return store.read(filters=filters, columns=columns)
 
 
 def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -98,7 +99,7 @@ def write_report(folder: str | Path) -> Path:
     ]
     if n_failed:
         sections += ["<h2>Failed runs</h2>", _failures_html(failed)]
-    sections += ["<h2>Figures</h2>", _figures_html(_figures(frame))]
+    sections += ["<h2>Figures</h2>", _figures_html(_figures(frame, study))]
     sections += [
         "<h2>Study file</h2>",
         f"<pre>{_e((folder / 'study.yaml').read_text() if (folder / 'study.yaml').exists() else '')}</pre>",
@@ -113,11 +114,15 @@ def write_report(folder: str | Path) -> Path:
     return path
 
 
-def _figures(frame: pd.DataFrame) -> list[tuple[str, Callable]]:
+def _figures(frame: pd.DataFrame, study: dict) -> list[tuple[str, Callable]]:
     """(title, thunk) for every figure of the report, in order."""
     from mechunlearn.figures import study as study_figures
 
     figures: list[tuple[str, Callable]] = [("Wall time per run", lambda: study_figures.run_times(frame))]
+    for method, param, others in study_figures.swept_parameters(study):
+        rows = frame[frame["method"] == method]
+        for split in ("forget", "retain"):
+            figures.append((f"{method}: {split} exact match against {param}", (lambda rows=rows, param=param, others=others, split=split: study_figures.sweep(rows, param, split=split, by=others))))
     for name in frame["verifier"].dropna().unique():
         if name in VERIFIERS:
             rows = frame[frame["verifier"] == name]

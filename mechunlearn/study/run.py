@@ -11,7 +11,9 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import os
 import random
+import socket
 import time
 import traceback
 from dataclasses import asdict, dataclass, replace
@@ -110,22 +112,29 @@ class ModelCache:
         return self._targets[key]
 
 
-def execute_run(run: RunSpec, cache: ModelCache) -> RunOutcome:
-    """Run one `RunSpec` with the models of ``cache``; failures come back as error outcomes."""
+def this_worker() -> str:
+    """Names the process running a run: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def execute_run(run: RunSpec, cache: ModelCache, worker: str | None = None) -> RunOutcome:
+    """Run one `RunSpec` with the models of ``cache``; failures come back as error outcomes.
+    Every row records ``worker``, what ran it (default `this_worker`; a Ray node's id on Ray)."""
     start = time.perf_counter()
+    worker = worker or this_worker()
     try:
         frame = _execute(run, cache)
     except Exception as err:  # noqa: BLE001 - a failed run is recorded, the study goes on
-        return error_outcome(run, err, traceback.format_exc(), time.perf_counter() - start)
-    return RunOutcome(run.run_id, "ok", _tag(frame, run, "ok"), time.perf_counter() - start)
+        return error_outcome(run, err, traceback.format_exc(), time.perf_counter() - start, worker)
+    return RunOutcome(run.run_id, "ok", _tag(frame, run, "ok", worker), time.perf_counter() - start)
 
 
-def error_outcome(run: RunSpec, err: BaseException, trace: str, seconds: float) -> RunOutcome:
+def error_outcome(run: RunSpec, err: BaseException, trace: str, seconds: float, worker: str | None = None) -> RunOutcome:
     """The outcome of a failed run: one row with the error and its traceback."""
     message = f"{type(err).__name__}: {err}"
     log.warning("run %s (%s) failed: %s", run.run_id, run.label, message)
     row = pd.DataFrame([{"metric": pd.NA, "value": float("nan"), "error": message, "traceback": trace}])
-    return RunOutcome(run.run_id, "error", _tag(row, run, "error"), seconds, message)
+    return RunOutcome(run.run_id, "error", _tag(row, run, "error", worker), seconds, message)
 
 
 def _execute(run: RunSpec, cache: ModelCache) -> pd.DataFrame:
@@ -186,7 +195,7 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
-def _tag(frame: pd.DataFrame, run: RunSpec, status: str) -> pd.DataFrame:
+def _tag(frame: pd.DataFrame, run: RunSpec, status: str, worker: str | None) -> pd.DataFrame:
     """Stamp every row with the run's identity (these columns win over a verifier's own)."""
     frame = frame.copy()
     model = run.model.name if run.model.recipe == "default" else f"{run.model.name}:{run.model.recipe}"
@@ -200,6 +209,7 @@ def _tag(frame: pd.DataFrame, run: RunSpec, status: str) -> pd.DataFrame:
         "params": json.dumps(run.params, sort_keys=True, default=str),
         "seed": run.seed,
         "status": status,
+        "worker": worker if worker is not None else pd.NA,
     }
     for key, value in tags.items():
         frame[key] = value

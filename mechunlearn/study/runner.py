@@ -8,7 +8,7 @@ Study folder:
 
 | file              | what                                                            |
 | ----------------- | --------------------------------------------------------------- |
-| ``results.parquet`` | the long table: one row per (run, verifier, metric, split, …)  |
+| ``results/``      | the long table, one Parquet file per finished run (`ResultStore`): one row per (run, verifier, metric, split, …) |
 | ``study.yaml``    | the study file as given (its text)                              |
 | ``study.json``    | the resolved study (defaults filled in) and the provenance      |
 | ``index.html``    | the report (`mechunlearn.study.report.write_report`)            |
@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from mechunlearn.core.result import atomic_write_text, provenance
 from mechunlearn.study.executors import make_executor
 from mechunlearn.study.spec import Study
-from mechunlearn.study.store import ResultStore
+from mechunlearn.study.store import RESULTS_DIR, ResultStore
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class StudySummary:
     """What one `run_study` call did."""
 
     folder: Path
-    """The study folder (results.parquet, study.yaml, study.json)."""
+    """The study folder (results/, study.yaml, study.json)."""
     total: int
     """Runs in the study."""
     skipped: int
@@ -52,8 +52,8 @@ class StudySummary:
 
     @property
     def results(self) -> Path:
-        """Path of the results table."""
-        return self.folder / "results.parquet"
+        """The folder of the results table (one file per run; `mechunlearn.study.store.read_table` reads it)."""
+        return self.folder / RESULTS_DIR
 
 
 def run_study(
@@ -66,7 +66,7 @@ def run_study(
     threads: int | None = None,
     progress: bool = True,
 ) -> StudySummary:
-    """Run the unfinished runs of ``study``, appending each outcome to ``folder/results.parquet``.
+    """Run the unfinished runs of ``study``, writing each outcome as it arrives to ``folder/results/``.
 
     ``executor``, ``workers``, ``address`` and ``threads`` override the study's ``executor:``
     (`mechunlearn.study.spec.ExecutorSpec`; by default one run at a time in this process)."""

@@ -20,6 +20,22 @@ FORGET = tuple(Item(f"where was w{i} born ?", f"w{i + 20}", subject=f"w{i}") for
 RETAIN = tuple(Item(f"what year is w{i} ?", f"w{i + 10}", subject=f"w{i}") for i in range(4, 12))
 
 
+def write_study_file(path: Path, methods: list, **changes) -> Path:
+    """A study file (JSON is YAML) on the tiny model and toy target, for CLI subprocesses."""
+    import json
+
+    data = {
+        "name": path.stem,
+        "imports": ["tests.unit.study.plugin"],
+        "models": ["study-tiny"],
+        "targets": [{"source": "toy"}],
+        "methods": methods,
+        "verifiers": [{"name": "behavior", "params": {"splits": ["forget"], "by": []}}],
+    }
+    path.write_text(json.dumps({**data, **changes}))
+    return path
+
+
 def tiny(**options):
     from tests.conftest import make_tiny_model
 

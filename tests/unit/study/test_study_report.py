@@ -125,5 +125,26 @@ def test_page_check_counts_heatmaps_and_empty_plots(tmp_path):
 def test_report_of_a_folder_without_a_study_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a study folder"):
         write_report(tmp_path)
-    with pytest.raises(FileNotFoundError, match="no results.parquet"):
+    with pytest.raises(FileNotFoundError, match=r"no results in .* \(neither results/ nor results.parquet\)"):
         load_results(tmp_path)
+
+
+def test_a_two_parameter_sweep_is_drawn_per_parameter_with_mean_and_sd_over_seeds():
+    from mechunlearn.figures.study import swept_parameters
+
+    rows = []
+    for keep in (0.05, 0.3):
+        for lr in (1e-4, 3e-4):
+            for seed in (0, 1, 2):
+                params = f'{{"keep_ratio": {keep}, "lr": {lr}}}'
+                rows.append(dict(run_id=f"{keep}{lr}{seed}", method="wagle", label="w", params=params, seed=seed, status="ok", verifier="behavior",
+                                 metric="exact_match", split="forget", layer=pd.NA, value=keep + (lr > 2e-4) + 0.1 * seed))
+    study = {"methods": [{"name": "none", "sweep": {}}, {"name": "wagle", "sweep": {"keep_ratio": [0.05, 0.3], "lr": [1e-4, 3e-4]}}]}
+    assert swept_parameters(study) == [("wagle", "keep_ratio", ("lr",)), ("wagle", "lr", ("keep_ratio",))]
+    fig = sweep(pd.DataFrame(rows), "keep_ratio", by=("lr",), paraphrase=None)
+    lines = {t.name: t for t in fig.data}
+    assert set(lines) == {"wagle lr=0.0001", "wagle lr=0.0003"}
+    slow = lines["wagle lr=0.0001"]
+    assert list(slow.x) == [0.05, 0.3] and list(slow.y) == pytest.approx([0.15, 0.4])  # mean over seeds 0, 0.1, 0.2
+    assert list(slow.error_y.array) == pytest.approx([0.1, 0.1])  # their sd
+    assert list(lines["wagle lr=0.0003"].y) == pytest.approx([1.15, 1.4])

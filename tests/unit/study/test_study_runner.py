@@ -9,7 +9,7 @@ import pytest
 import tests.unit.study.plugin  # noqa: F401 - registers study-tiny, toy, test methods
 from mechunlearn.study import load_results, run_study, study_from_dict
 from mechunlearn.study.run import TIMING_METRICS
-from mechunlearn.study.store import ResultStore
+from mechunlearn.study.store import ResultStore, read_table
 
 GA = {"name": "ga", "params": {"steps": 3, "lr": 1e-2, "stop_forget_em": None, "batch_size": 4}}
 NPO = {"name": "npo", "params": {"steps": 3, "batch_size": 4}}
@@ -27,11 +27,11 @@ def make_study(methods, **changes):
     return study_from_dict(data)
 
 
-def test_results_are_one_parquet_table_keyed_by_config_hash(tmp_path):
+def test_results_are_one_parquet_file_per_run_keyed_by_config_hash(tmp_path):
     study = make_study(["none", GA], seeds=[0, 1])
     summary = run_study(study, tmp_path, progress=False)
     assert (summary.total, summary.skipped, summary.ok, summary.failed) == (4, 0, 4, 0)
-    table = pd.read_parquet(tmp_path / "results.parquet")
+    table = read_table(tmp_path)
     runs = {r.run_id: r for r in study.runs()}
     assert set(table["run_id"]) == set(runs)
     for run_id, rows in table.groupby("run_id"):
@@ -45,7 +45,9 @@ def test_results_are_one_parquet_table_keyed_by_config_hash(tmp_path):
     # the edit really ran: GA lowers the forget answers' log-probability against the unedited model
     lp = table[(table["metric"] == "answer_logprob") & (table["split"] == "forget")].groupby("method")["value"].mean()
     assert lp["ga"] < lp["none"] - 0.1
-    assert list(tmp_path.glob(".*tmp")) == []
+    files = sorted((tmp_path / "results").glob("*.parquet"))
+    assert len(files) == 4 and {f.name.split("-")[1] for f in files} == set(runs)
+    assert list(tmp_path.glob("**/.*tmp")) == []
     record = json.loads((tmp_path / "study.json").read_text())
     assert sorted(record["run_ids"]) == sorted(runs) and record["provenance"]["config_hash"]
 
@@ -53,14 +55,14 @@ def test_results_are_one_parquet_table_keyed_by_config_hash(tmp_path):
 def test_rerun_skips_finished_runs_and_runs_only_new_ones(tmp_path):
     study = make_study(["none", GA])
     run_study(study, tmp_path, progress=False)
-    before = pd.read_parquet(tmp_path / "results.parquet")
+    before = read_table(tmp_path)
     again = run_study(study, tmp_path, progress=False)
     assert (again.skipped, again.ok, again.failed) == (2, 0, 0)
-    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "results.parquet"), before)
+    pd.testing.assert_frame_equal(read_table(tmp_path), before)
     bigger = make_study(["none", GA], seeds=[0, 1])
     third = run_study(bigger, tmp_path, progress=False)
     assert (third.skipped, third.ok) == (2, 2)
-    after = pd.read_parquet(tmp_path / "results.parquet")
+    after = read_table(tmp_path)
     old_ids = set(before["run_id"])
     # finished runs were not redone: their rows (timings included) are untouched
     pd.testing.assert_frame_equal(
@@ -74,7 +76,7 @@ def test_failed_run_is_recorded_with_traceback_and_others_finish(tmp_path):
     study = make_study(["none", {"name": "ga", "params": fixed, "sweep": {"steps": [0, 3]}}, NPO])
     summary = run_study(study, tmp_path, progress=False)
     assert (summary.ok, summary.failed) == (3, 1)
-    table = pd.read_parquet(tmp_path / "results.parquet")
+    table = read_table(tmp_path)
     failed = table[table["status"] == "error"]
     assert len(failed) == 1 and failed["label"].iloc[0] == "ga steps=0"
     assert "steps must be >= 1" in failed["error"].iloc[0]
@@ -85,7 +87,7 @@ def test_failed_run_is_recorded_with_traceback_and_others_finish(tmp_path):
     # a failed run is retried on the next call (and fails again, replacing its row, not adding one)
     again = run_study(study, tmp_path, progress=False)
     assert (again.skipped, again.failed) == (3, 1)
-    assert (pd.read_parquet(tmp_path / "results.parquet")["status"] == "error").sum() == 1
+    assert (read_table(tmp_path)["status"] == "error").sum() == 1
 
 
 def test_interrupt_loses_nothing_finished_and_resume_completes(tmp_path):
@@ -93,7 +95,7 @@ def test_interrupt_loses_nothing_finished_and_resume_completes(tmp_path):
     study = make_study(["none", GA, {"name": "test-interrupt", "params": {"flag": str(flag)}}, NPO])
     with pytest.raises(KeyboardInterrupt):
         run_study(study, tmp_path / "out", progress=False)
-    table = pd.read_parquet(tmp_path / "out" / "results.parquet")
+    table = read_table(tmp_path / "out")
     assert set(table["method"]) == {"none", "ga"} and (table["status"] == "ok").all()
     summary = run_study(study, tmp_path / "out", progress=False)
     assert (summary.skipped, summary.ok, summary.failed) == (2, 2, 0)
@@ -104,13 +106,13 @@ def test_a_run_that_leaves_the_model_changed_fails_and_the_model_is_reloaded(tmp
     study = make_study(["test-leak", "none"])
     summary = run_study(study, tmp_path, progress=False)
     assert (summary.ok, summary.failed) == (1, 1)
-    table = pd.read_parquet(tmp_path / "results.parquet")
+    table = read_table(tmp_path)
     assert "left the model changed (weights)" in table.loc[table["method"] == "test-leak", "error"].iloc[0]
     # the next run saw a pristine model: identical numbers to a fresh study of 'none' alone
     fresh = tmp_path / "fresh"
     run_study(make_study(["none"]), fresh, progress=False)
     pick = lambda t: t[(t["method"] == "none") & (t["verifier"] == "behavior")].sort_values(["split", "metric"])["value"].to_numpy()  # noqa: E731
-    assert (pick(table) == pick(pd.read_parquet(fresh / "results.parquet"))).all()
+    assert (pick(table) == pick(read_table(fresh))).all()
 
 
 def test_localizer_step_feeds_its_mask_to_the_edit_and_is_recorded(tmp_path):
@@ -118,7 +120,7 @@ def test_localizer_step_feeds_its_mask_to_the_edit_and_is_recorded(tmp_path):
     study = make_study([{"name": "test-masked-ga", "params": params, "sweep": {"keep_ratio": [0.25, 0.5]}}, "none"])
     summary = run_study(study, tmp_path, progress=False)
     assert (summary.ok, summary.failed) == (3, 0)
-    table = pd.read_parquet(tmp_path / "results.parquet")
+    table = read_table(tmp_path)
     located = table[table["verifier"] == "locate"].pivot_table(index="label", columns="metric", values="value")
     n = 64 * 32  # blocks.0.mlp.W_in of the tiny model: d_model 32 x d_mlp 64
     assert located.loc["test-masked-ga keep_ratio=0.25", "selected_count"] == n // 4
@@ -133,26 +135,28 @@ def test_a_model_that_fails_to_load_fails_its_runs_once_each(tmp_path):
     study = study_from_dict({"name": "noload", "models": ["/no/such/model/dir"], "targets": [{"source": "toy"}], "methods": ["none", GA]})
     summary = run_study(study, tmp_path, progress=False)
     assert (summary.ok, summary.failed) == (0, 2)
-    errors = pd.read_parquet(tmp_path / "results.parquet").set_index("method")["error"]
+    errors = read_table(tmp_path).set_index("method")["error"]
     assert "unknown model '/no/such/model/dir'" in errors["none"]
     assert "failed earlier in this worker" in errors["ga"]
 
 
-def test_results_file_survives_a_failed_write(tmp_path, monkeypatch):
+def test_results_survive_a_failed_write(tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
     study = make_study(["none", GA])
     run_study(make_study(["none"]), tmp_path, progress=False)
-    before = (tmp_path / "results.parquet").read_bytes()
+    before = read_table(tmp_path)
+    real_write = pq.write_table
 
-    def broken(self, path, **kw):
-        with open(path, "wb") as fh:
-            fh.write(b"partial")
+    def broken(table, where, **kw):
+        real_write(table.slice(0, 1), where, **kw)  # a partial file at the temp path
         raise OSError("disk full")
 
-    monkeypatch.setattr(pd.DataFrame, "to_parquet", broken)
+    monkeypatch.setattr(pq, "write_table", broken)
     with pytest.raises(OSError, match="disk full"):
         run_study(study, tmp_path, progress=False)
-    assert (tmp_path / "results.parquet").read_bytes() == before
-    assert list(tmp_path.glob(".*tmp")) == []
+    pd.testing.assert_frame_equal(read_table(tmp_path), before)
+    assert list(tmp_path.glob("**/.*tmp")) == []
 
 
 def test_executor_options_are_checked(tmp_path):
@@ -191,8 +195,8 @@ def test_masked_builtin_methods_train_only_their_mask(tmp_path, method):
 
 
 def test_read_table_sees_whole_versions_while_a_writer_replaces_the_file(tmp_path):
-    """A study replaces results.parquet after every run; a reader polling it (a notebook, the
-    Ctrl-C test) must get one complete version each time, never a mix of two."""
+    """A legacy study replaced results.parquet after every run; a reader polling such a file must
+    get one complete version each time, never a mix of two."""
     import threading
 
     from mechunlearn.core.result import atomic_write_bytes
