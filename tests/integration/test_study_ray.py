@@ -66,7 +66,10 @@ def test_a_study_on_a_two_node_ray_cluster(tmp_path):
                {"name": "npo", "params": {"steps": 3, "batch_size": 4}}, {"name": "test-kill", "label": "kill-once", "params": {"flag": str(flag)}}]
     study_file = write_study_file(tmp_path / "cluster.yaml", methods, seeds=[0, 1], verifiers=[{"name": "behavior", "params": {"splits": ["forget", "retain"], "by": []}}])
     # what every node needs: this package importable and a model cache folder of its own
-    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_ADDRESS": ""}
+    # and a HOME of its own: Ray keeps an auth token in ~/.ray, and a token left there by another
+    # Ray instance makes the head refuse this client ("InvalidAuthToken")
+    (tmp_path / "ray-home").mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_ADDRESS": "", "HOME": str(tmp_path / "ray-home")}
     port = free_port()
     address = f"127.0.0.1:{port}"
     temps = [Path(tempfile.mkdtemp(prefix="ray", dir="/tmp")) for _ in range(2)]  # short: Ray's socket paths have a length limit
