@@ -1,7 +1,7 @@
 """`write_report`: one self-contained HTML page per study folder (works offline: plotly.js is
 inlined once, nothing is fetched).
 
-Sections: run counts, the summary table (each verifier's headline metrics per method label, mean
+Sections: run counts, the verdict per edited run (where the study has a card), the summary table (each verifier's headline metrics per method label, mean
 ± std over seeds, and wall time), failed runs with their tracebacks, figures (run times, then each
 verifier's and method's own figures), the study file, and the provenance.
 """
@@ -18,8 +18,10 @@ from typing import Callable
 
 import pandas as pd
 
-from mechunlearn.core.result import atomic_write_text
+from mechunlearn.core.result import Result, atomic_write_text
 from mechunlearn.study.registry import METHODS, VERIFIERS
+from mechunlearn.verify.card import card_summary
+from mechunlearn.verify.verdict import VerdictConfig, verdicts
 from mechunlearn.study.store import RESULTS_DIR, RESULTS_FILE, Filters, ResultStore, and_filter
 
 log = logging.getLogger(__name__)
@@ -77,6 +79,36 @@ def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
     return table[list(dict.fromkeys(rows["column"]))]
 
 
+def verdict_table(frame: pd.DataFrame, config: VerdictConfig | None = None) -> pd.DataFrame:
+    """The verdict of every edited run (`mechunlearn.verify.verdict`), per (model, target): the
+    card's summary of each run's edited model, behaviour from the ``behavior`` verifier (forget
+    exact match on trained templates where the rows say), the oracle's values from the ``retain``
+    run (else the card's ``retain`` role). Empty without card rows."""
+    ok = frame[(frame["status"] == "ok") & (frame["verifier"].isin(["card", "behavior"]))]
+    if ok.empty or not (ok["verifier"] == "card").any():
+        return pd.DataFrame()
+    out = []
+    for (model, target), group in ok.groupby(["model", "target"], sort=False):
+        beh = group[(group["verifier"] == "behavior") & (group["metric"] == "exact_match") & (group["split"] == "forget")]
+        if "paraphrase" in beh and beh["paraphrase"].eq("trained").any():
+            beh = beh[beh["paraphrase"] == "trained"]
+        forget_em = beh.groupby("label")["value"].mean()
+        rows: dict[str, dict] = {}
+        for label, card in group[group["verifier"] == "card"].groupby("label", sort=False):
+            summary = card_summary(Result(card.drop(columns="model").rename(columns={"role": "model"})))
+            for role in summary.index:
+                name = {"none": "original", "retain": "retain"}.get(label, label) if role == "edited" else role
+                if role != "edited" and name in rows:
+                    continue
+                row = summary.loc[role].dropna().to_dict()
+                if role == "edited" and label in forget_em:
+                    row["exact_match:forget"] = forget_em[label]
+                rows[name] = {**rows.get(name, {}), **row} if role != "edited" else row
+        table = verdicts(pd.DataFrame(rows).T, config or VerdictConfig())
+        out.append(table.assign(model_name=model, target=target))
+    return pd.concat(out, ignore_index=True).rename(columns={"model": "label", "model_name": "model"})[["model", "target", "label", "verdict", "evidence"]]
+
+
 def write_report(folder: str | Path) -> Path:
     """Write ``folder/index.html`` from the folder's results and study record; returns its path."""
     folder = Path(folder)
@@ -94,6 +126,12 @@ def write_report(folder: str | Path) -> Path:
         f"<p>{_e(study.get('description', ''))}</p>" if study.get("description") else "",
         f"<p class='counts'>{len(ids)} runs: <b>{n_ok}</b> finished, <b>{n_failed}</b> failed, "
         f"<b>{len(ids) - n_ok - n_failed}</b> not run yet. Written {_dt.datetime.now().isoformat(timespec='seconds')}.</p>",
+    ]
+    verdict = verdict_table(frame) if n_ok else pd.DataFrame()
+    if not verdict.empty:
+        sections += ["<h2>Verdicts</h2>", "<p>Removed or hidden, against the retain oracle (<code>mechunlearn.verify.verdict</code>, default margins).</p>",
+                     _table_html(verdict.set_index(["model", "target", "label"]))]
+    sections += [
         "<h2>Summary</h2>",
         _table_html(summary_table(frame)) if n_ok else "<p>No finished runs yet.</p>",
     ]
