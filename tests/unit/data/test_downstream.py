@@ -38,7 +38,8 @@ def test_sections_and_attacks_a_file_lacks_are_named():
     config = CardConfig()
     tofu, choice, qa, corpus = (load_target(DATA / p) for p in ("tofu", "choice.jsonl", "qa.csv", "corpus"))
     assert {s: section_needs(s, tofu, config) is None for s in SECTIONS} == {
-        "behavior": True, "choice": False, "probes": False, "weights": True, "activations": True, "attacks": True, "mia": True, "tofu": True}
+        "behavior": True, "choice": False, "probes": False, "weights": True, "activations": True, "attacks": True, "mia": True, "tofu": True, "depth": True}
+    assert "needs the retain model" in section_needs("depth", tofu, config, has_oracle=False)
     assert "subject, attribute columns" in section_needs("probes", tofu, config)
     assert "holdout items" in section_needs("mia", choice, config)
     assert "paraphrased_answer, perturbed_answers columns" in section_needs("tofu", qa, config)
