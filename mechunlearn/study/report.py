@@ -97,13 +97,13 @@ def verdict_table(frame: pd.DataFrame, config: VerdictConfig | None = None) -> p
         for label, card in group[group["verifier"] == "card"].groupby("label", sort=False):
             summary = card_summary(Result(card.drop(columns="model").rename(columns={"role": "model"})))
             for role in summary.index:
-                name = {"none": "original", "retain": "retain"}.get(label, label) if role == "edited" else role
-                if role != "edited" and name in rows:
-                    continue
                 row = summary.loc[role].dropna().to_dict()
-                if role == "edited" and label in forget_em:
+                if role != "edited":  # a card's own reference rows, unless a run gave them already
+                    rows.setdefault(role, row)
+                    continue
+                if label in forget_em:
                     row["exact_match:forget"] = forget_em[label]
-                rows[name] = {**rows.get(name, {}), **row} if role != "edited" else row
+                rows["original" if label == "none" else label] = row  # the 'retain' run is the oracle
         table = verdicts(pd.DataFrame(rows).T, config or VerdictConfig())
         out.append(table.assign(model_name=model, target=target))
     return pd.concat(out, ignore_index=True).rename(columns={"model": "label", "model_name": "model"})[["model", "target", "label", "verdict", "evidence"]]

@@ -56,6 +56,7 @@ from mechunlearn.core.result import Result, provenance
 from mechunlearn.models.activations import ModelLike, model_of, using
 from mechunlearn.models.model import Model
 from mechunlearn.models.text import qa_batches, token_logprobs
+from mechunlearn.world.target import seeded_subset
 
 if TYPE_CHECKING:
     from mechunlearn.world.target import Item, Target
@@ -95,10 +96,7 @@ def depth_items(target: "Target", config: DepthConfig) -> tuple["Item", ...]:
     items = [it for it in target.forget if config.paraphrase is None or it.paraphrase == config.paraphrase]
     if not items:
         raise ValueError(f"target {target.name!r} has no forget items with paraphrase {config.paraphrase!r}; set DepthConfig(paraphrase=None)")
-    if config.max_items is not None and len(items) > config.max_items:
-        keep = np.random.default_rng(config.seed).choice(len(items), config.max_items, replace=False)
-        items = [items[i] for i in sorted(keep)]
-    return tuple(items)
+    return tuple(seeded_subset(items, config.max_items, config.seed))
 
 
 def _layers(model: "Model", config: DepthConfig) -> list[int]:
@@ -211,14 +209,14 @@ def patching_depth(
     layers = tuple(_layers(original, config))
     clean, patched = oracle_drops(original, oracle, items, layers, config.batch_size)
     drop_oracle = (clean - patched).mean(1).numpy()
-    if not (drop_oracle >= config.min_signal).any():
+    knowledge = drop_oracle >= config.min_signal
+    if not knowledge.any():
         log.warning("patching depth: no layer's oracle patch lowers the answer log-prob by %.2f nats (max %.3f); depth_score is NaN", config.min_signal, drop_oracle.max())
     rows: list[dict] = []
 
-    def add(metric, role, layer, value, knowledge=None):
-        rows.append({"metric": metric, "model": role, "layer": layer, "split": "forget", "value": float(value), "n_items": len(items), "knowledge_layer": knowledge})
+    def add(metric, role, layer, value, knowledge_layer=None):
+        rows.append({"metric": metric, "model": role, "layer": layer, "split": "forget", "value": float(value), "n_items": len(items), "knowledge_layer": knowledge_layer})
 
-    knowledge = drop_oracle >= config.min_signal
     for i, l in enumerate(layers):
         add("patch_drop", "retain", l, drop_oracle[i], bool(knowledge[i]))
     for role, subject in models.items():
@@ -226,7 +224,7 @@ def patching_depth(
             if model_of(subject) is not original:
                 _check_compatible(original, model_of(subject))
             drop = (clean - _patched(original, subject, items, layers, config.batch_size)).mean(1).numpy()
-            knowledge, depth, score = depth_scores(drop_oracle, drop, config.min_signal)
+            _, depth, score = depth_scores(drop_oracle, drop, config.min_signal)
             for i, l in enumerate(layers):
                 add("patch_drop", role, l, drop[i], bool(knowledge[i]))
                 if knowledge[i]:

@@ -34,6 +34,19 @@ def models():
     return original, oracle
 
 
+def to_oracle(original, oracle):
+    """Exact unlearning as an edit: the original's weights moved onto the oracle's."""
+    return DeltaEdit({n: oracle.weight(n) - original.weight(n) for n in original.weight_names()}, label="to oracle")
+
+
+def readout_hiding(original):
+    """The forget answers' unembedding columns pushed down; every hidden state is the original's."""
+    ids = sorted({original.encode(f" {it.answer}")[-1] for it in FORGET})
+    w_u = torch.zeros_like(original.weight("unembed.W_U"))
+    w_u[:, ids] = -3.0 * original.weight("unembed.W_U")[:, ids].sign()
+    return DeltaEdit({"unembed.W_U": w_u}, label="readout")
+
+
 def nothing(model):
     return DeltaEdit({"blocks.0.mlp.W_out": torch.zeros_like(model.weight("blocks.0.mlp.W_out"))}, label="nothing")
 
@@ -46,13 +59,7 @@ def values(frame, metric, role):
 def test_depth_tells_removal_from_a_readout_that_hides(models):
     original, oracle = models
     before = original.weights_hash()
-    # removal: the original's weights moved onto the oracle's (exact unlearning as an edit)
-    removal = DeltaEdit({n: oracle.weight(n) - original.weight(n) for n in original.weight_names()}, label="to oracle")
-    # hiding: the answers' unembedding columns pushed down; every hidden state is the original's
-    ids = sorted({original.encode(f" {it.answer}")[-1] for it in FORGET})
-    w_u = torch.zeros_like(original.weight("unembed.W_U"))
-    w_u[:, ids] = -3.0 * original.weight("unembed.W_U")[:, ids].sign()
-    hiding = DeltaEdit({"unembed.W_U": w_u}, label="readout")
+    removal, hiding = to_oracle(original, oracle), readout_hiding(original)
     with hiding.applied(original):
         assert score_items(original, FORGET, progress=False)["exact_match"].mean() == 0.0  # behaviour says forgotten
     f = patching_depth({"original": original, "retain": oracle, "removed": (original, removal), "hidden": (original, hiding)}, TARGET, DepthConfig(min_signal=0.5)).frame
@@ -106,12 +113,9 @@ def test_the_card_runs_depth_on_request_and_its_verdicts_tell_removed_from_hidde
     from mechunlearn.verify.verdict import VerdictConfig
 
     original, oracle = models
-    removal = DeltaEdit({n: oracle.weight(n) - original.weight(n) for n in original.weight_names()}, label="to oracle")
-    ids = sorted({original.encode(f" {it.answer}")[-1] for it in FORGET})
-    w_u = torch.zeros_like(original.weight("unembed.W_U"))
-    w_u[:, ids] = -3.0 * original.weight("unembed.W_U")[:, ids].sign()
+    removal = to_oracle(original, oracle)
     config = CardConfig(sections=("behavior", "depth"), depth=DepthConfig(min_signal=0.5))
-    card = evaluation_card({"removed": (original, removal), "hidden": (original, DeltaEdit({"unembed.W_U": w_u}))}, original, oracle, TARGET, config)
+    card = evaluation_card({"removed": (original, removal), "hidden": (original, readout_hiding(original))}, original, oracle, TARGET, config)
     v = card_verdicts(card, VerdictConfig(min_checks=1)).set_index("model")
     assert v.loc["removed", "verdict"] == "removed"
     assert v.loc["hidden", "verdict"] == "hidden" and v.loc["hidden", "failed"] == "patching depth"
