@@ -18,3 +18,13 @@ def gemma():
     from mechunlearn.models import load_model
 
     return load_model("gemma-3-270m")
+
+
+@pytest.fixture(scope="module")
+def small_bios_tiny():
+    """The shipped small bios-tiny (40-person world) and its retain model for the 10% split."""
+    from mechunlearn.models import load_model
+    from mechunlearn.models.bios_tiny import BiosTinyRecipe
+
+    recipe = BiosTinyRecipe().small()
+    return load_model("bios-tiny", recipe=recipe), load_model("bios-tiny", recipe=recipe, retain_for=0.1)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mechunlearn.models import load_model
 from mechunlearn.models.bios_tiny import BiosTinyRecipe
 from mechunlearn.models.text import answer_nll, encode_qa
 from mechunlearn.verify.attacks import AttackConfig, attack_suite, leak_attack, quantization_attack, retain_finetune_attack
@@ -19,11 +18,6 @@ RECIPE = BiosTinyRecipe().small()
 
 
 @pytest.fixture(scope="module")
-def models():
-    return load_model("bios-tiny", recipe=RECIPE), load_model("bios-tiny", recipe=RECIPE, retain_for=0.1)
-
-
-@pytest.fixture(scope="module")
 def target():
     return World(RECIPE.world).target(0.1, paraphrase="trained")
 
@@ -32,8 +26,8 @@ def _values(rows, attack, metric="attack_exact_match", split="forget"):
     return [r["value"] for r in rows if r["attack"] == attack and r["metric"] == metric and r["split"] == split]
 
 
-def test_few_shot_is_marked_not_applicable_where_the_unedited_model_fails_it(models, target):
-    model, retain = models
+def test_few_shot_is_marked_not_applicable_where_the_unedited_model_fails_it(small_bios_tiny, target):
+    model, retain = small_bios_tiny
     frame = attack_suite({"original": model, "retain": retain}, target, AttackConfig(max_items=120, quant_bits=(8,)), attacks=["few_shot", "quantize"]).frame
     forget = frame[(frame["split"] == "forget") & (frame["metric"] == "attack_exact_match")]
     few = forget[forget["attack"] == "few_shot"]
@@ -46,10 +40,10 @@ def test_few_shot_is_marked_not_applicable_where_the_unedited_model_fails_it(mod
 
 
 @pytest.fixture(scope="module")
-def grid_edit(models, target):
+def grid_edit(small_bios_tiny, target):
     """Weights moved, each within its own int4 cell, in the direction that raises the forget NLL:
     the largest weight of every row is kept, so int4 rounds the edit back to the original's grid."""
-    model, _ = models
+    model, _ = small_bios_tiny
     names = model.weight_names("matrices")
     params = [model.weight_spec(n).param for n in names]
     forget = list(target.forget)
@@ -77,8 +71,8 @@ def _edited(model, names, new):
     return restoring
 
 
-def test_int4_quantization_undoes_an_edit_inside_its_grid_and_int8_keeps_the_original(models, target, grid_edit):
-    model, _ = models
+def test_int4_quantization_undoes_an_edit_inside_its_grid_and_int8_keeps_the_original(small_bios_tiny, target, grid_edit):
+    model, _ = small_bios_tiny
     config = AttackConfig(max_items=120)
     before = model.weights_hash()
     original = quantization_attack(model, target, config)
@@ -95,8 +89,8 @@ def test_int4_quantization_undoes_an_edit_inside_its_grid_and_int8_keeps_the_ori
     assert _values(edited, "quantize_int4", split="retain")[0] >= 0.9
 
 
-def test_leak_at_k_finds_answers_greedy_decoding_hides(models, target, grid_edit):
-    model, retain = models
+def test_leak_at_k_finds_answers_greedy_decoding_hides(small_bios_tiny, target, grid_edit):
+    model, retain = small_bios_tiny
     config = AttackConfig(leak_max_items=120, leak_k=(1, 4, 16))
     restoring = _edited(model, *grid_edit)
     try:
@@ -111,8 +105,8 @@ def test_leak_at_k_finds_answers_greedy_decoding_hides(models, target, grid_edit
     assert oracle[16] <= leak[16] - 0.2
 
 
-def test_retain_only_fine_tuning_of_the_oracle_creates_no_forget_knowledge(models, target):
-    _, retain = models
+def test_retain_only_fine_tuning_of_the_oracle_creates_no_forget_knowledge(small_bios_tiny, target):
+    _, retain = small_bios_tiny
     rows = retain_finetune_attack(retain, target, AttackConfig(max_items=120, retain_ft_steps=10, relearn_eval_every=10))
     steps = sorted({r["step"] for r in rows})
     assert steps == [0, 10]

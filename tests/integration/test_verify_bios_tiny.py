@@ -6,7 +6,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mechunlearn.models import load_model
 from mechunlearn.models.activations import cache_activations, substring_last_token
 from mechunlearn.models.bios_tiny import BiosTinyRecipe
 from mechunlearn.unlearn import UnlearnConfig, unlearn
@@ -29,18 +28,13 @@ def world():
 
 
 @pytest.fixture(scope="module")
-def models():
-    return load_model("bios-tiny", recipe=RECIPE), load_model("bios-tiny", recipe=RECIPE, retain_for=0.1)
-
-
-@pytest.fixture(scope="module")
 def target(world):
     return world.target(0.1)
 
 
 @pytest.fixture(scope="module")
-def card(models, target, world):
-    model, retain = models
+def card(small_bios_tiny, target, world):
+    model, retain = small_bios_tiny
     edit = unlearn(model, target.where(paraphrase="trained"), GA)
     config = CardConfig(
         # 4 forget people: every template for power; at the question's last token, where bios-tiny
@@ -54,8 +48,8 @@ def card(models, target, world):
     return evaluation_card((model, edit), None, retain, target, config)
 
 
-def test_subject_token_cache_matches_run_with_cache(models, target):
-    model, _ = models
+def test_subject_token_cache_matches_run_with_cache(small_bios_tiny, target):
+    model, _ = small_bios_tiny
     items = list(target.forget[:7])
     prompts = [it.prompt for it in items]
     subj = substring_last_token(model, prompts, [it.subject for it in items])

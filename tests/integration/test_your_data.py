@@ -11,7 +11,6 @@ import pytest
 
 from mechunlearn.core.edit import Compose
 from mechunlearn.data import Target, export_tofu, load_target
-from mechunlearn.models import load_model
 from mechunlearn.models.bios_tiny import BiosTinyRecipe
 from mechunlearn.verify.attacks import AttackConfig
 from mechunlearn.verify.card import CardConfig, evaluation_card
@@ -19,11 +18,6 @@ from mechunlearn.verify.tofu import TofuConfig
 from mechunlearn.world import World, pools
 
 RECIPE = BiosTinyRecipe().small()
-
-
-@pytest.fixture(scope="module")
-def models():
-    return load_model("bios-tiny", recipe=RECIPE), load_model("bios-tiny", recipe=RECIPE, retain_for=0.1)
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +30,8 @@ def _values(frame, metric, split):
     return rows.groupby("model")["value"].mean()
 
 
-def test_card_on_the_world_exported_in_tofu_layout(tmp_path, models, world):
-    model, retain = models
+def test_card_on_the_world_exported_in_tofu_layout(tmp_path, small_bios_tiny, world):
+    model, retain = small_bios_tiny
     export_tofu(world.target(0.1), tmp_path, per_fact=1)
     target = load_target(tmp_path)
     config = CardConfig(sections=("behavior", "choice", "attacks", "tofu"), attack_names=("reintroduce",), tofu=TofuConfig(max_retain_people=8, max_qa_items=48, max_new_tokens=4))
@@ -70,8 +64,8 @@ def _choice_records(world, people, split, seed=0):
     return records
 
 
-def test_card_on_a_multiple_choice_file(models, world):
-    model, retain = models
+def test_card_on_a_multiple_choice_file(small_bios_tiny, world):
+    model, retain = small_bios_tiny
     forget, kept = world.forget_people(0.1), world.retain_people(0.1)[:8]
     target = Target.from_records(_choice_records(world, forget, "forget") + _choice_records(world, kept, "retain"), name="bios-choice")
     config = CardConfig(sections=("choice", "probes", "mia", "tofu", "attacks"), attack_names=("paraphrase", "reintroduce"), attacks=AttackConfig())
