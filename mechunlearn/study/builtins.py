@@ -296,25 +296,44 @@ VERIFIERS.add(
 )
 
 
+def _sub_config(cls, given: Mapping[str, Any], where: str, **fixed):
+    """``cls(**given, **fixed)`` with the study file's lists made tuples, and unknown or doubly
+    given fields named in the error (e.g. ``attacks: {max_items: 300}`` → `AttackConfig`)."""
+    from dataclasses import fields
+
+    known = {f.name for f in fields(cls)} - set(fixed)
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise ValueError(f"card: unknown {where} settings {unknown}; `{where}` takes {sorted(known)}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in given.items()}, **fixed)
+
+
 def card_verifier(model: "Model", target: "Target", params: Mapping[str, Any], ctx: RunContext) -> Result:
     """The evaluation card (EVALS.md) of the run's edit against the original and retain models:
     probes, traces, attacks, membership inference and TOFU metrics. Rows of the edited model are
     kept (``role`` = ``edited``), and the probe rows of all three roles (the original's and the
-    retain model's are the references of the probe heatmaps)."""
-    from dataclasses import fields
+    retain model's are the references of the probe heatmaps).
 
+    ``probes``, ``attacks``, ``mia`` and ``tofu`` take the fields of `ProbeConfig`, `AttackConfig`,
+    `MIAConfig` and `TofuConfig` (e.g. ``probes: {templates_per_fact: 2, layers: [1, 2]}``,
+    ``tofu: {max_qa_items: 300}``); ``relearn_steps`` is the attacks' (not repeated there)."""
     from mechunlearn.verify.attacks import AttackConfig
     from mechunlearn.verify.card import CardConfig, evaluation_card
+    from mechunlearn.verify.mia import MIAConfig
     from mechunlearn.verify.probes import ProbeConfig
+    from mechunlearn.verify.tofu import TofuConfig
 
-    attacks = AttackConfig(relearn_steps=params["relearn_steps"])
-    known = {f.name for f in fields(ProbeConfig)}
-    unknown = sorted(set(params["probes"]) - known)
-    if unknown:
-        raise ValueError(f"card: unknown probe settings {unknown}; `probes` takes {sorted(known)}")
-    # e.g. probes: {templates_per_fact: 2, layers: [1, 2]} (lists become the config's tuples)
-    probes = ProbeConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in params["probes"].items()})
-    config = CardConfig(sections=tuple(params["sections"]), probes=probes, attacks=attacks, max_items=params["max_items"], seed=ctx.seed, method=ctx.method, run_id=ctx.run_id)
+    config = CardConfig(
+        sections=tuple(params["sections"]),
+        probes=_sub_config(ProbeConfig, params["probes"], "probes"),
+        attacks=_sub_config(AttackConfig, params["attacks"], "attacks", relearn_steps=params["relearn_steps"]),
+        mia=_sub_config(MIAConfig, params["mia"], "mia"),
+        tofu=_sub_config(TofuConfig, params["tofu"], "tofu"),
+        max_items=params["max_items"],
+        seed=ctx.seed,
+        method=ctx.method,
+        run_id=ctx.run_id,
+    )
     retain = ctx.retain_model() if ctx.has_retain_model() else None
     card = evaluation_card((model, ctx.edit), None, retain, target, config)
     frame = card.frame.rename(columns={"model": "role"})
@@ -336,7 +355,7 @@ VERIFIERS.add(
     "card",
     Verifier(
         card_verifier,
-        {"sections": ["probes", "weights", "attacks", "mia", "tofu"], "max_items": 600, "relearn_steps": 10, "probes": {}},
+        {"sections": ["probes", "weights", "attacks", "mia", "tofu"], "max_items": 600, "relearn_steps": 10, "probes": {}, "attacks": {}, "mia": {}, "tofu": {}},
         headline=("forget_quality", "forget_truth_ratio", "retain_utility", "privleak"),
         figures=(_probe_heatmap,),
         applies_edit=True,

@@ -191,6 +191,21 @@ def generation_rouge(model: "Model", items: Sequence[Item], *, max_new_tokens: i
     return [rouge(gen.strip(), it.answer)["rougeL_recall"] for gen, it in zip(outs, items)]
 
 
+QA_SCORES = ("answer_prob_norm", "exact_memorization", "extraction_strength")
+
+
+@by_weights
+def qa_scores(model, items: Sequence[Item], *, max_new_tokens: int, batch_size: int = 64, eos: bool = False) -> dict[str, np.ndarray]:
+    """Per-item QA scores of ``model`` (a `Model` or ``(Model, Edit)`` pair): `QA_SCORES` from one
+    scoring pass, and ``rougeL_recall`` of the greedy generation (`generation_rouge`). Memoised by
+    weights: a study's reference models are scored and generate once per process."""
+    with using(model) as m:
+        scored = score_items(m, items, batch_size=batch_size, eos=eos, progress=False)
+        out = {name: scored[name].to_numpy(dtype=float) for name in QA_SCORES}
+        out["rougeL_recall"] = np.asarray(generation_rouge(m, items, max_new_tokens=max_new_tokens, batch_size=batch_size), dtype=float)
+    return out
+
+
 @dataclass(frozen=True)
 class TofuConfig:
     """TOFU-style metric settings."""
@@ -260,16 +275,14 @@ def tofu_metrics(
         put(role, "forget_truth_ratio", "forget", forget_r[role], forget_truth_ratio(forget_r[role]))
         put(role, "retain_Truth_Ratio", "retain", retain_r, retain_truth_ratio(retain_r))
         parts = {"retain_Truth_Ratio": retain_truth_ratio(retain_r)}
-        with using(subject) as m:
-            for split, items in qa.items():
-                scored = score_items(m, items, batch_size=config.batch_size, eos=proto.eos, progress=False)
-                rouge_l = generation_rouge(m, items, max_new_tokens=config.max_new_tokens, batch_size=config.batch_size)
-                put(role, f"{split}_Q_A_Prob", split, scored["answer_prob_norm"])
-                put(role, f"{split}_Q_A_ROUGE", split, rouge_l)
-                parts[f"{split}_Q_A_Prob"], parts[f"{split}_Q_A_ROUGE"] = float(scored["answer_prob_norm"].mean()), float(np.mean(rouge_l))
-                if split == "forget":
-                    put(role, "exact_memorization", split, scored["exact_memorization"])
-                    put(role, "extraction_strength", split, scored["extraction_strength"])
+        for split, items in qa.items():
+            scored = qa_scores(subject, tuple(items), max_new_tokens=config.max_new_tokens, batch_size=config.batch_size, eos=proto.eos)
+            put(role, f"{split}_Q_A_Prob", split, scored["answer_prob_norm"])
+            put(role, f"{split}_Q_A_ROUGE", split, scored["rougeL_recall"])
+            parts[f"{split}_Q_A_Prob"], parts[f"{split}_Q_A_ROUGE"] = float(scored["answer_prob_norm"].mean()), float(scored["rougeL_recall"].mean())
+            if split == "forget":
+                put(role, "exact_memorization", split, scored["exact_memorization"])
+                put(role, "extraction_strength", split, scored["extraction_strength"])
         rows.append({"model": role, "metric": "retain_utility", "split": "retain", "value": retain_utility(parts)})
     if retain_role is not None and retain_role in forget_r:
         for role, ratios in forget_r.items():

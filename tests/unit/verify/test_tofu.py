@@ -116,3 +116,24 @@ def test_truth_ratios_match_a_direct_computation():
             para = [mean_nll(model, t.prompt, a, eos) for a in t.paraphrased]
             pert = [mean_nll(model, t.prompt, a, eos) for a in t.perturbed]
             assert value == pytest.approx(math.exp(-sum(pert) / len(pert)) / math.exp(-sum(para) / len(para)), rel=1e-5)
+
+
+def test_qa_scores_of_a_reference_model_generate_once_per_weights(monkeypatch):
+    """A study scores the same original and retain models in every run's card: their QA scores
+    and greedy generations are computed once per weights (memoised), an edited copy afresh."""
+    from mechunlearn.verify import tofu
+
+    model = make_tiny_model(seed=3)
+    items = (Item("where was w1 w2 born ?", "w30"), Item("who employs w3 w4 ?", "w34"))
+    calls = []
+    real = type(model).generate
+    monkeypatch.setattr(type(model), "generate", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    first = tofu.qa_scores(model, items, max_new_tokens=3)
+    again = tofu.qa_scores(model, items, max_new_tokens=3)
+    assert len(calls) == 1
+    assert set(first) == {*tofu.QA_SCORES, "rougeL_recall"} and all(len(v) == 2 for v in first.values())
+    assert all((first[k] == again[k]).all() for k in first)
+    with torch.no_grad():
+        next(p for _, p in model.named_weights()).add_(0.5)  # new weights: scored afresh
+    tofu.qa_scores(model, items, max_new_tokens=3)
+    assert len(calls) == 2
