@@ -348,7 +348,9 @@ def _probe_heatmap(frame):
     if rows.empty or "role" not in rows.columns:
         return None
     rows = rows.drop(columns=["model"], errors="ignore").rename(columns={"role": "model"})
-    return probe_heatmap(rows[rows["label"] == rows["label"].iloc[0]]) if "label" in rows.columns else probe_heatmap(rows)
+    positions = list(dict.fromkeys(rows["position"].dropna()))
+    position = "subject" if "subject" in positions or not positions else positions[0]  # the one the study probed
+    return probe_heatmap(rows[rows["label"] == rows["label"].iloc[0]] if "label" in rows.columns else rows, position=position)
 
 
 VERIFIERS.add(
