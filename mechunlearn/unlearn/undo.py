@@ -15,6 +15,12 @@ capability does not come back with the noise, so relearning it is slower.
 
 The result is one edit: the teacher's `DeltaEdit` composed with the student's delta (relative to
 the teacher), so ``edit.applied(model)`` puts the student's weights in place.
+
+In a study (not in ``studies/default.yaml``: the demo's time budget is tight), e.g.::
+
+    methods:
+      - name: undo
+        params: {base: npo, alpha: 0.3, beta: 1.0, steps: 200, lr: 1.0e-3}
 """
 
 from __future__ import annotations
