@@ -364,3 +364,24 @@ VERIFIERS.add(
         description="the evaluation card: probes, weight traces, attacks, membership inference, TOFU metrics",
     ),
 )
+
+# UNDO (issue 15): unlearn, then distil the unlearned teacher into its noised copy (arXiv 2506.06278).
+
+
+def undo_edit(model: "Model", target: "Target", params: Mapping[str, Any], seed: int):
+    """UNDO: ``base`` (a registered loss) through `unlearn`, then distillation into the noised copy."""
+    from mechunlearn.unlearn import UnlearnConfig
+    from mechunlearn.unlearn.undo import UndoConfig, undo
+
+    teacher = UnlearnConfig(loss=params["base"], steps=params["unlearn_steps"], lr=params["unlearn_lr"], stop_forget_em=params["stop_forget_em"], seed=seed)
+    config = UndoConfig(unlearn=teacher, alpha=params["alpha"], beta=params["beta"], steps=params["steps"], lr=params["lr"],
+                        forget_weight=params["forget_weight"], data=params["data"], seed=seed)
+    return undo(model, target, config)
+
+
+METHODS.add(
+    "undo",
+    Method(undo_edit, {"base": "npo", "unlearn_steps": 60, "unlearn_lr": 1e-4, "stop_forget_em": 0.0, "alpha": 0.3, "beta": 1.0,
+                       "steps": 200, "lr": 1e-3, "forget_weight": 0.0, "data": "both"},
+           description="UNDO: unlearn (base loss), then distil into a noised copy (arXiv 2506.06278)"),
+)

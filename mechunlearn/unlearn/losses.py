@@ -12,6 +12,7 @@ once per item before training (`LossContext.ref_nll`).
 | ``simnpo``  | −(2/β)·log σ(β·NLL_θ/|y| − γ)      (Fan et al. 2024)  | + λ·NLL_r           |
 | ``forget_prob`` | −log(1 − p(answer))            (Guo et al. 2024)  | + λ·NLL_r           |
 | ``rmu``     | ‖h_f − c·u‖² at layer ℓ             (Li et al. 2024)  | + α·‖h_r − h_r^ref‖² |
+| ``distill`` | w_f·KL(π_ref ‖ π_θ) on forget text  (UNDO, 2506.06278) | + λ·KL(π_ref ‖ π_θ) on retain text |
 
 SimNPO's paper writes σ(−(β/|y|)·log π_θ − γ); with log π_θ = −NLL that is σ(β·NLL/|y| − γ),
 which is what we implement (METHODS.md's shorthand flips the sign of "NLL").
@@ -198,6 +199,47 @@ class RMU(Loss):
         mask = retain.attention_mask.to(act.device)
         retain_mse = ((act - ref).pow(2).mean(-1) * mask).sum() / mask.sum()
         return self.forget_term(model, forget, idx, ctx) + self.retain_weight * self.alpha * retain_mse
+
+
+def _kl_to_reference(model: "Model", batch: QABatch, ctx: LossContext) -> Tensor:
+    """Mean over non-pad positions of KL(π_ref(·|x<t) ‖ π_θ(·|x<t)) over the full vocabulary: the
+    frozen model's (teacher's) next-token distribution distilled into the trained one."""
+    if ctx.reference is None:
+        raise RuntimeError("distill needs the frozen teacher; run it through mechunlearn.unlearn.unlearn()")
+    with torch.no_grad(), ctx.reference():
+        teacher = F.log_softmax(model.forward(batch.tokens).float(), dim=-1).detach()
+    student = F.log_softmax(model.forward(batch.tokens).float(), dim=-1)
+    kl = (teacher.exp() * (teacher - student)).sum(-1)
+    mask = batch.attention_mask.to(kl.device).to(kl.dtype)
+    return (kl * mask).sum() / mask.sum().clamp_min(1)
+
+
+@LOSSES.register("distill")
+@dataclass(frozen=True)
+class Distill(Loss):
+    """Distillation to the frozen model π_ref (the teacher): λ·KL on retain text plus
+    ``forget_weight``·KL on forget text, token-level forward KL over the full vocabulary.
+
+    UNDO's distillation step (Lee et al. 2025, arXiv 2506.06278, "Distillation Robustifies
+    Unlearning") distils the *unlearned* model's outputs into a noised copy of it; the paper
+    distils on the retain / pretraining data, which is our default (``forget_weight=0``).
+    `mechunlearn.unlearn.undo` sets this up: the teacher is the unlearned model, the student starts
+    from the noised copy (`unlearn`'s ``init``)."""
+
+    retain_weight: float = 1.0
+    """λ: weight of the KL on retain text."""
+    forget_weight: float = 0.0
+    """Weight of the KL on forget text (0: retain text only, as in the paper)."""
+
+    def __call__(self, model, forget, idx, retain, ctx):
+        loss = torch.zeros((), device=model.device)
+        if self.forget_weight:
+            loss = loss + self.forget_weight * _kl_to_reference(model, forget, ctx)
+        if self.retain_weight and retain is not None:
+            loss = loss + self.retain_weight * _kl_to_reference(model, retain, ctx)
+        if not (self.forget_weight or (self.retain_weight and retain is not None)):
+            raise ValueError("distill: both KL terms are off (forget_weight=0 and no retain term); nothing to distil")
+        return loss
 
 
 def rmu_weights(layer: int) -> list[str]:

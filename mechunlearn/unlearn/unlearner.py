@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
 
@@ -141,11 +141,17 @@ def unlearn(
     config: UnlearnConfig = UnlearnConfig(),
     *,
     mask: "MaskSelection | None" = None,
+    init: "Callable[[Model, dict[str, torch.Tensor]], None] | None" = None,
 ) -> DeltaEdit:
     """Train ``config.loss`` on the target's forget (and retain) items; return the `DeltaEdit`.
 
     With ``mask``, only its selected entries change (and only its weights are trained).
+    ``init(model, originals)`` (no masks) sets the trained weights' starting values after the
+    originals are snapshotted: the frozen reference (``LossContext.reference``) and the recorded
+    delta stay relative to the originals (UNDO's noised student, `mechunlearn.unlearn.undo`).
     """
+    if init is not None and mask is not None:
+        raise ValueError("unlearn: init (a new starting point) and mask cannot be combined")
     loss = make_loss(config.loss, **config.loss_options)
     forget, retain = training_items(target, config.data)
     if not forget:
@@ -160,6 +166,9 @@ def unlearn(
     masks = {n: mask.masks[n] for n in names} if mask is not None else None
     with model.restoring(names, masks) as originals:
         ctx = LossContext(reference=lambda: _originals(model, originals, masks))
+        if init is not None:
+            with torch.no_grad():
+                init(model, originals)
         precision = resolve_precision(config.autocast, model.device)
         if loss.needs_ref:
             with precision.context():
