@@ -153,21 +153,29 @@ def swept_parameters(study: dict) -> list[tuple[str, str, tuple[str, ...]]]:
     return out
 
 
+MAX_BARS = 40
+"""Most bars `run_times` draws one per label; with more labels it draws one per method."""
+
+
 def run_times(frame: pd.DataFrame) -> go.Figure:
-    """Seconds spent per phase (locate, edit, verify) per method label, mean over seeds."""
+    """Seconds spent per phase (locate, edit, verify) per method label, mean over seeds; with more
+    than `MAX_BARS` labels, per method (mean over its runs), so a sweep's figure stays readable."""
     _require(frame, ["status", "metric", "value", "label"])
     rows = frame[(frame["status"] == "ok") & frame["metric"].isin(PHASES)]
     if "verifier" in rows.columns:
         rows = rows[rows["verifier"] == "runner"]
     if rows.empty:
         raise ValueError("no finished runs with timing rows (metrics seconds_locate / seconds_edit / seconds_verify)")
-    labels = list(dict.fromkeys(rows["label"]))
-    stats = rows.groupby(["label", "metric"], sort=False)["value"].mean().unstack("metric").reindex(labels)
+    n_labels = rows["label"].nunique()
+    by = "label" if n_labels <= MAX_BARS or "method" not in rows.columns else "method"
+    bars = list(dict.fromkeys(rows[by]))
+    stats = rows.groupby([by, "metric"], sort=False)["value"].mean().unstack("metric").reindex(bars)
     fig = go.Figure()
     for i, phase in enumerate(PHASES):
         if phase in stats.columns:
-            fig.add_trace(go.Bar(x=labels, y=stats[phase], name=phase.removeprefix("seconds_"), marker_color=_PALETTE[i]))
-    fig.update_layout(template=TEMPLATE, barmode="stack", title="Wall time per run", yaxis_title="seconds", height=400)
+            fig.add_trace(go.Bar(x=bars, y=stats[phase], name=phase.removeprefix("seconds_"), marker_color=_PALETTE[i]))
+    title = "Wall time per run" if by == "label" else f"Wall time per run, mean per method ({n_labels} labels)"
+    fig.update_layout(template=TEMPLATE, barmode="stack", title=title, yaxis_title="seconds", height=400)
     return fig
 
 

@@ -9,6 +9,7 @@ verifier's and method's own figures), the study file, and the provenance.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import html
 import importlib
 import json
@@ -17,16 +18,22 @@ from pathlib import Path
 from typing import Callable
 
 import pandas as pd
+import pyarrow.dataset as ds
 
 from mechunlearn.core.result import Result, atomic_write_text
 from mechunlearn.study.registry import METHODS, VERIFIERS
-from mechunlearn.verify.card import card_summary
+from mechunlearn.verify.card import SUMMARY_METRICS, card_summary
 from mechunlearn.verify.verdict import VerdictConfig, verdicts
 from mechunlearn.study.store import RESULTS_DIR, RESULTS_FILE, Filters, ResultStore, and_filter
 
 log = logging.getLogger(__name__)
 
 REPORT_FILE = "index.html"
+FIGURE_RUNS = 200
+"""Runs drawn by a verifier's or a method's own figures (the first finished ones, in study order;
+the figure's title says so when there are more): a 2,000-run study's report stays small and quick."""
+RUNNER_METRICS = ("seconds_locate", "seconds_edit", "seconds_verify", "seconds_total")
+_KEY = "\x1f"
 
 
 def read_study_record(folder: str | Path) -> dict:
@@ -37,22 +44,45 @@ def read_study_record(folder: str | Path) -> dict:
     return json.loads(path.read_text())
 
 
-def load_results(folder: str | Path, *, current: bool = True, filters: Filters = None, columns: list[str] | None = None) -> pd.DataFrame:
+def load_results(folder: str | Path, *, current: bool = True, filters: Filters = None, columns: list[str] | None = None, runs: list[str] | None = None) -> pd.DataFrame:
     """The results table of a study folder; ``current`` keeps only runs of the study as last run
     (rows of runs since removed from the study file stay in the folder but are left out).
     ``filters`` and ``columns`` are pushed down to the files (`mechunlearn.study.store.read_table`):
-    ``load_results(folder, filters=[("method", "==", "ga")])`` reads only GA's rows."""
+    ``load_results(folder, filters=[("method", "==", "ga")])`` reads only GA's rows; ``runs``
+    (run ids) opens only those runs' files."""
     folder = Path(folder)
     store = ResultStore(folder, repair=False)
     if not store.runs():
         raise FileNotFoundError(f"no results in {folder} (neither {RESULTS_DIR}/ nor {RESULTS_FILE}); run the study first")
     if current:
         filters = and_filter(filters, [("run_id", "in", list(read_study_record(folder)["run_ids"]))])
-    return store.read(filters=filters, columns=columns)
+    return store.read(filters=filters, columns=columns, runs=runs)
+
+
+def report_metrics(verifiers) -> list[str]:
+    """The metrics the report's tables read: each verifier's headline, the runner's seconds,
+    behaviour's exact match and what the card's summary reads (`SUMMARY_METRICS`)."""
+    names = {*RUNNER_METRICS, "exact_match", *SUMMARY_METRICS}
+    for name in verifiers:
+        if name in VERIFIERS:
+            names.update(VERIFIERS.get(name).headline)
+    return sorted(names)
+
+
+def report_rows(folder: str | Path, *, verifiers=None) -> pd.DataFrame:
+    """The rows of a study folder that the report's tables need (`report_metrics` of the study's
+    verifiers, and every failed run's row), filtered in the files: a card's per-item and per-layer
+    rows, most of a study's table, are not read. ``verifiers``: default the study's."""
+    if verifiers is None:
+        verifiers = [v["name"] for v in read_study_record(folder)["study"].get("verifiers", [])]
+    wanted = ds.field("metric").isin(report_metrics(verifiers)) | (ds.field("status") == "error")
+    return load_results(folder, filters=wanted)
 
 
 def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Headline metrics per (model, target, label): split-level rows, mean ± std over seeds."""
+    """Headline metrics per (model, target, label), the label being a method and its parameters:
+    split-level rows, mean ± std over seeds; columns ``method`` and ``runs`` (finished runs
+    behind each row) first."""
     ok = frame[frame["status"] == "ok"]
     parts = []
     for name in ok["verifier"].dropna().unique():
@@ -75,8 +105,9 @@ def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
     stats = rows.groupby([*keys, "column"], sort=False)["value"].agg(["mean", "std", "count"])
     text = stats.apply(lambda r: f"{r['mean']:.3f}" + (f" ± {r['std']:.3f}" if r["count"] > 1 else ""), axis=1)
     table = text.unstack("column")
-    table = table.reindex([k for k in order if k in table.index])
-    return table[list(dict.fromkeys(rows["column"]))]
+    table = table.reindex([k for k in order if k in table.index])[list(dict.fromkeys(rows["column"]))]
+    runs = ok.groupby(keys, sort=False).agg(method=("method", "first"), runs=("run_id", "nunique"))
+    return runs.reindex(table.index).join(table)
 
 
 def verdict_table(frame: pd.DataFrame, config: VerdictConfig | None = None) -> pd.DataFrame:
@@ -93,11 +124,16 @@ def verdict_table(frame: pd.DataFrame, config: VerdictConfig | None = None) -> p
         if "paraphrase" in beh and beh["paraphrase"].eq("trained").any():
             beh = beh[beh["paraphrase"] == "trained"]
         forget_em = beh.groupby("label")["value"].mean()
+        cards = group[group["verifier"] == "card"]
+        # one summary of every run's card at once: roles keyed by label (a 2,000-run study has
+        # hundreds of labels; one card_summary call per label took most of the report's time)
+        keyed = cards.drop(columns="model").assign(model=cards["label"].astype(str) + _KEY + cards["role"].astype(str))
+        summary = card_summary(Result(keyed))
         rows: dict[str, dict] = {}
-        for label, card in group[group["verifier"] == "card"].groupby("label", sort=False):
-            summary = card_summary(Result(card.drop(columns="model").rename(columns={"role": "model"})))
-            for role in summary.index:
-                row = summary.loc[role].dropna().to_dict()
+        for label in dict.fromkeys(cards["label"].astype(str)):
+            for key in [k for k in summary.index if k.startswith(label + _KEY)]:
+                role = key[len(label) + 1 :]
+                row = summary.loc[key].dropna().to_dict()
                 if role != "edited":  # a card's own reference rows, unless a run gave them already
                     rows.setdefault(role, row)
                     continue
@@ -116,7 +152,7 @@ def write_report(folder: str | Path) -> Path:
     study = record["study"]
     for module in study.get("imports", []):
         importlib.import_module(module)  # verifiers and methods registered there bring their figures
-    frame = load_results(folder)
+    frame = report_rows(folder, verifiers=[v["name"] for v in study.get("verifiers", [])])
     ids = record["run_ids"]
     ok = frame[frame["status"] == "ok"]
     failed = frame[frame["status"] == "error"]
@@ -137,7 +173,7 @@ def write_report(folder: str | Path) -> Path:
     ]
     if n_failed:
         sections += ["<h2>Failed runs</h2>", _failures_html(failed)]
-    sections += ["<h2>Figures</h2>", _figures_html(_figures(frame, study))]
+    sections += ["<h2>Figures</h2>", _figures_html(_figures(folder, frame, study))]
     sections += [
         "<h2>Study file</h2>",
         f"<pre>{_e((folder / 'study.yaml').read_text() if (folder / 'study.yaml').exists() else '')}</pre>",
@@ -152,29 +188,39 @@ def write_report(folder: str | Path) -> Path:
     return path
 
 
-def _figures(frame: pd.DataFrame, study: dict) -> list[tuple[str, Callable]]:
-    """(title, thunk) for every figure of the report, in order."""
+def _figures(folder: Path, frame: pd.DataFrame, study: dict) -> list[tuple[str, Callable, str]]:
+    """(title, thunk, note) for every figure of the report, in order. The run-time and sweep
+    figures draw ``frame`` (the report's rows); each verifier's and method's own figures read
+    that verifier's or method's rows of the first `FIGURE_RUNS` finished runs, when drawn."""
     from mechunlearn.figures import study as study_figures
 
-    figures: list[tuple[str, Callable]] = [("Wall time per run", lambda: study_figures.run_times(frame))]
+    figures: list[tuple[str, Callable, str]] = [("Wall time per run", lambda: study_figures.run_times(frame), "")]
     for method, param, others in study_figures.swept_parameters(study):
         rows = frame[frame["method"] == method]
         for split in ("forget", "retain"):
-            figures.append((f"{method}: {split} exact match against {param}", (lambda rows=rows, param=param, others=others, split=split: study_figures.sweep(rows, param, split=split, by=others))))
-    for name in frame["verifier"].dropna().unique():
-        if name in VERIFIERS:
-            rows = frame[frame["verifier"] == name]
-            figures += [(f"{name}: {fn.__name__.strip('_')}", (lambda fn=fn, rows=rows: fn(rows))) for fn in VERIFIERS.get(name).figures]
-    for name in frame["method"].dropna().unique():
-        if name in METHODS:
-            rows = frame[frame["method"] == name]
-            figures += [(f"{name}: {fn.__name__.strip('_')}", (lambda fn=fn, rows=rows: fn(rows))) for fn in METHODS.get(name).figures]
+            figures.append((f"{method}: {split} exact match against {param}", (lambda rows=rows, param=param, others=others, split=split: study_figures.sweep(rows, param, split=split, by=others)), ""))
+    finished = frame[frame["status"] == "ok"]
+
+    def lazy(column: str, name: str) -> tuple[Callable[[], pd.DataFrame], str]:
+        runs = list(dict.fromkeys(finished.loc[finished[column] == name, "run_id"])) if column == "method" else list(dict.fromkeys(finished["run_id"]))
+        note = f" (the first {FIGURE_RUNS} of {len(runs)} runs)" if len(runs) > FIGURE_RUNS else ""
+        read = functools.cache(lambda: load_results(folder, filters=[(column, "==", name)], runs=runs[:FIGURE_RUNS]))
+        return read, note
+
+    for name in dict.fromkeys(v["name"] for v in study.get("verifiers", [])):
+        if name in VERIFIERS and VERIFIERS.get(name).figures:
+            read, note = lazy("verifier", name)
+            figures += [(f"{name}: {fn.__name__.strip('_')}", (lambda fn=fn, read=read: fn(read())), note) for fn in VERIFIERS.get(name).figures]
+    for name in finished["method"].dropna().unique():
+        if name in METHODS and METHODS.get(name).figures:
+            read, note = lazy("method", name)
+            figures += [(f"{name}: {fn.__name__.strip('_')}", (lambda fn=fn, read=read: fn(read())), note) for fn in METHODS.get(name).figures]
     return figures
 
 
-def _figures_html(figures: list[tuple[str, Callable]]) -> str:
+def _figures_html(figures: list[tuple[str, Callable, str]]) -> str:
     parts, inlined = [], False
-    for title, make in figures:
+    for title, make, note in figures:
         try:
             fig = make()
         except Exception as err:  # noqa: BLE001 - shown in the report, never hidden
@@ -183,6 +229,8 @@ def _figures_html(figures: list[tuple[str, Callable]]) -> str:
             continue
         if fig is None:
             continue
+        if note:
+            fig.update_layout(title_text=(fig.layout.title.text or title) + note)
         parts.append(
             "<div class='figure'>"
             + fig.to_html(full_html=False, include_plotlyjs=not inlined, config={"responsive": True, "displaylogo": False})

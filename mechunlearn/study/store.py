@@ -128,10 +128,16 @@ class ResultStore:
         """The whole table (read from disk; prefer `read` with filters for a large study)."""
         return self.read()
 
-    def read(self, *, filters: Filters = None, columns: list[str] | None = None) -> pd.DataFrame:
-        """The newest rows of every run, filtered in the files (see `read_table`)."""
-        sources = self.files()
-        legacy = self.legacy.exists() and 0 not in self._files
+    def read(self, *, filters: Filters = None, columns: list[str] | None = None, runs: Iterable[str] | None = None) -> pd.DataFrame:
+        """The newest rows of every run, filtered in the files (see `read_table`); with ``runs``,
+        of those runs only, opening only the files that hold them (the index says which)."""
+        seqs = sorted(self._files)
+        if runs is not None:
+            runs = list(runs)
+            seqs = sorted({self._index[r][0] for r in runs if r in self._index})
+            filters = and_filter(filters, [("run_id", "in", runs)])
+        sources = [self._files[s] for s in seqs if s in self._files]
+        legacy = self.legacy.exists() and 0 not in self._files and (runs is None or 0 in seqs)
         if not sources and not legacy:
             return pd.DataFrame()
         expr = _expression(filters)

@@ -281,6 +281,10 @@ HEADLINE = (
 )
 
 
+SUMMARY_METRICS = (*dict.fromkeys(m for _, m, _ in HEADLINE), "probe_acc", "attack_exact_match", "depth_score", "relearn_exact_match")
+"""The metrics `card_summary` reads (a study report reads only these of the card's rows)."""
+
+
 def card_summary(card: Result) -> pd.DataFrame:
     """One row per model role with the headline numbers: forget / retain exact match, TOFU
     metrics, MIA, forget probe accuracy at the best layer and token position (refit; per attribute, then

@@ -119,3 +119,19 @@ def test_cli_compact(tmp_path, capsys):
     assert [p.name for p in ResultStore(tmp_path).files()] == ["00000004-runs.parquet"]
     pd.testing.assert_frame_equal(read_table(tmp_path).sort_values(["run_id", "metric"]).reset_index(drop=True), before)
     assert main(["study", "compact", str(tmp_path / "empty")]) == 2
+
+
+def test_reading_some_runs_opens_only_their_files(tmp_path, monkeypatch):
+    import pyarrow.dataset as pads
+
+    from mechunlearn.study import store as store_module
+
+    store = store_module.ResultStore(tmp_path)
+    for i in range(4):
+        store.add(pd.DataFrame({"run_id": [f"{i:04x}"] * 2, "status": "ok", "metric": ["a", "b"], "value": [float(i), 1.0]}))
+    opened = []
+    real = pads.dataset
+    monkeypatch.setattr(store_module.ds, "dataset", lambda paths, **k: opened.append(list(paths)) or real(paths, **k))
+    rows = store.read(runs=["0001", "0003"], filters=[("metric", "==", "a")])
+    assert sorted(rows["value"]) == [1.0, 3.0]
+    assert [p.rsplit("/", 1)[-1] for p in opened[0]] == ["00000002-0001-ok.parquet", "00000004-0003-ok.parquet"]
