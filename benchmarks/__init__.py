@@ -41,3 +41,16 @@ def peak_growth(fn) -> tuple[object, float | None]:
     peak = _rss_bytes("VmHWM")
     return out, (None if base is None or peak is None else float(peak - base))
 
+
+
+def main(run) -> None:
+    """A benchmark module's ``python -m benchmarks.NAME [--quick]``: run it and print its result."""
+    import sys
+
+    import pandas as pd
+
+    result = run(quick="--quick" in sys.argv)
+    print(result["claim"])
+    print(pd.DataFrame(result["rows"]).to_string(index=False))
+    print(result["headline"])
+    print("passed:", result["passed"])

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks import peak_growth
+from benchmarks import main, peak_growth
 
 GOAL_SECONDS = 30.0
 """Longest allowed `write_report` of the 2,000-run study."""
@@ -120,10 +120,4 @@ def run(quick: bool = False, runs: int | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    import sys
-
-    result = run(quick="--quick" in sys.argv)
-    print(result["claim"])
-    print(pd.DataFrame(result["rows"]).to_string(index=False))
-    print(result["headline"])
-    print("passed:", result["passed"])
+    main(run)

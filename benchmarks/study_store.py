@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks import peak_growth
+from benchmarks import main, peak_growth
 
 ADD_GOAL = 1.5
 """Largest allowed ratio of the add time at the last run to the add time at run 10."""
@@ -110,10 +110,4 @@ def run(quick: bool = False, runs: int | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    import sys
-
-    result = run(quick="--quick" in sys.argv)
-    print(result["claim"])
-    print(pd.DataFrame(result["rows"]).to_string(index=False))
-    print(result["headline"])
-    print("passed:", result["passed"])
+    main(run)
