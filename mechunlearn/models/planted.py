@@ -54,8 +54,10 @@ class PlantRecipe:
     """Share of block-weight entries in S (``sparse``)."""
     retain_for: float = 0.1
     """The forget split whose retain model is planted into."""
-    replay: float = 0.5
-    """Share of each batch drawn from the retain documents."""
+    replay: float = 0.7
+    """Share of each batch drawn from the retain documents (0.5 missed the retain gate by 0.0015 on
+    the small world's layer plant, 150 steps at lr 3e-3; 0.7 passed it: forget 0.969, retain 0.978
+    against the retain model's 0.987)."""
     batch_size: int = 64
     train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=400, lr=3e-3, warmup=10, schedule="cosine", min_lr_ratio=0.1, autocast="auto"))
     gate_forget: float = 0.95
