@@ -129,10 +129,13 @@ def verdict_table(frame: pd.DataFrame, config: VerdictConfig | None = None) -> p
         # hundreds of labels; one card_summary call per label took most of the report's time)
         keyed = cards.drop(columns="model").assign(model=cards["label"].astype(str) + _KEY + cards["role"].astype(str))
         summary = card_summary(Result(keyed))
+        roles: dict[str, list[tuple[str, str]]] = {}
+        for key in summary.index:  # label -> its (role, key) pairs, in one pass over the summary
+            label, role = key.split(_KEY, 1)
+            roles.setdefault(label, []).append((role, key))
         rows: dict[str, dict] = {}
         for label in dict.fromkeys(cards["label"].astype(str)):
-            for key in [k for k in summary.index if k.startswith(label + _KEY)]:
-                role = key[len(label) + 1 :]
+            for role, key in roles.get(label, []):
                 row = summary.loc[key].dropna().to_dict()
                 if role != "edited":  # a card's own reference rows, unless a run gave them already
                     rows.setdefault(role, row)
