@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_MODULES = ("features", "redirection", "study", "verify", "weight_space")
+_MODULES = ("features", "localization", "redirection", "study", "verify", "weight_space")
 _SHORTCUTS = {"probe_heatmap": "verify", "relearning_curves": "verify", "mia_roc": "verify", "delta_by_layer": "weight_space"}
 """Top-level names kept for the verification figures (``figures.mia_roc``)."""
 
