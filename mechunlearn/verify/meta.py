@@ -437,8 +437,14 @@ def harmonic_mean(a: float, b: float) -> float:
 def faithfulness(scores: pd.Series, status: pd.Series) -> float:
     """2506.12618 §4.1: AUC-ROC of ``scores`` separating the ``positive`` members from the
     ``negative`` ones (`localization.auroc`; other statuses are left out)."""
-    keep = status.reindex(scores.index).isin(["positive", "negative"])
-    return auroc(scores[keep].to_numpy(), (status.reindex(scores.index)[keep] == "positive").to_numpy())
+    status = status.reindex(scores.index)
+    keep = status.isin(["positive", "negative"])
+    counts = status[keep].value_counts()
+    if counts.get("positive", 0) == 0 or counts.get("negative", 0) == 0:
+        raise ValueError(f"faithfulness needs at least one positive and one negative member, got {counts.to_dict()}")
+    if scores[keep].isna().any():
+        raise ValueError(f"{scores.name or 'the verifier'} has no score for {list(scores[keep].index[scores[keep].isna()])}")
+    return auroc(scores[keep].to_numpy(), (status[keep] == "positive").to_numpy())
 
 
 def accuracy_threshold(scores: pd.Series, status: pd.Series) -> float:
