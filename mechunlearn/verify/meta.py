@@ -528,3 +528,45 @@ def meta_evaluate(
     table = meta_table(scores, pop.frame, filter_insufficient=filter_insufficient)
     table.attrs.update(population_size=len(pop), population_seconds=pop.seconds, score_seconds=scores.attrs.get("seconds", {}))
     return table, scores, pop
+
+
+def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
+    """``python -m mechunlearn.verify.meta [--world small|default] [--out DIR]``: build the default
+    population on bios-tiny (the 10% split), score every verifier, print the table (and, with
+    ``--out``, write ``meta_table.csv``, ``meta_scores.csv`` and the figure)."""
+    import argparse
+    from pathlib import Path
+
+    from mechunlearn.models import load_model
+    from mechunlearn.models.bios_tiny import BiosTinyRecipe
+    from mechunlearn.world import World
+
+    parser = argparse.ArgumentParser(prog="python -m mechunlearn.verify.meta", description=main.__doc__)
+    parser.add_argument("--world", choices=("small", "default"), default="small", help="bios-tiny recipe: the 40-person small world or the default one")
+    parser.add_argument("--out", type=Path, default=None, help="folder for the table, the scores and the figure")
+    parser.add_argument("--filter-insufficient", action="store_true", help="average R and Q only over the models each verifier calls unlearned (2506.12618 §4.2.1)")
+    args = parser.parse_args(argv)
+    recipe = BiosTinyRecipe().small() if args.world == "small" else BiosTinyRecipe()
+    start = time.perf_counter()
+    original, retain = load_model("bios-tiny", recipe=recipe), load_model("bios-tiny", recipe=recipe, retain_for=0.1)
+    target = World(recipe.world).target(0.1)
+    table, scores, pop = meta_evaluate(original, retain, target, filter_insufficient=args.filter_insufficient)
+    wall = time.perf_counter() - start
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.precision", 3):
+        print(table)
+        print(scores.round(3))
+    print(f"population: {len(pop)} members ({', '.join(f'{k} {v}' for k, v in pop.frame['status'].value_counts().items())}), built in {pop.seconds:.0f} s; "
+          f"scoring: {sum(scores.attrs['seconds'].values()):.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in scores.attrs['seconds'].items())}); wall {wall:.0f} s")
+    if args.out is not None:
+        from mechunlearn import figures
+        from mechunlearn.figures.meta import faithfulness_robustness
+
+        args.out.mkdir(parents=True, exist_ok=True)
+        table.to_csv(args.out / "meta_table.csv")
+        scores.join(pop.frame).to_csv(args.out / "meta_scores.csv")
+        figures.save(faithfulness_robustness(table, title=f"verifiers on bios-tiny ({args.world} world, {len(pop)} models)"), args.out / "meta_faithfulness_robustness", png=False)
+    return table
+
+
+if __name__ == "__main__":
+    main()
