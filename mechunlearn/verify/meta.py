@@ -27,10 +27,11 @@ deltas of a tiny model:
 
 Positives are the models trained on the forget data that provably hold it; negatives the models
 that never saw it (the paper's P and N pools, §4.1, there models trained with and without the
-forget set under several hyper-parameters). The defaults (`PopulationConfig`) build 17 members
-on the small world (40 people) in about 1 min of CPU (2 cores) and 15 unlearned/relearned deltas'
-memory (~1 MB each); scoring them with every default verifier takes about 5 min there (see
-the measured table in `MEASURED`).
+forget set under several hyper-parameters). The defaults (`PopulationConfig`) build 21 members
+(8 positive, 4 negative, 4 unlearned, 4 attacked, 1 reference) as 19 weight deltas of the base
+models: 30 s on the small world (40 people), 92 s on the default one, 2 CPU cores. Scoring them
+with every verifier takes 184 s on the small world (probes 103 s of it); on the default world the
+probes alone take ~20 s a member (see **Measured** below).
 
 **Verifiers** (`VERIFIERS`): each maps a model (``Model`` or ``(Model, Edit)``) to one number,
 higher = more forget knowledge present, reading the workbench's own verifiers (the evaluation
@@ -59,6 +60,54 @@ Which direction "higher" is matters for R and Q (ratios), not for the AUC: every
 oriented so that higher means more knowledge (truth ratio as open-unlearning's meta-evaluation
 reads it, p_true / (p_true + p_false), ``src/evals/metrics/memorization.py:122`` at d3d7cf9;
 patching depth as 1 − ``depth_score``).
+
+**Measured** (float32, 2 CPU cores, the 10% split; ``python -m mechunlearn.verify.meta --world
+small --out DIR``, wall 216 s; R, Q averaged over the 4 unlearned models, no filter):
+
+| verifier              | faithfulness | R (relearn) | Q (int4) | robustness HM(R, Q) | Q vs retain |
+| --------------------- | ------------ | ----------- | -------- | ------------------- | ----------- |
+| forget_em             | 1.000        | 0.793       | 0.989    | 0.880               | 0.500       |
+| forget_prob           | 1.000        | 0.744       | 0.987    | 0.849               | 0.554       |
+| truth_ratio           | **0.000**    | 0.500       | 0.997    | 0.666               | 0.750       |
+| probe_forget_best     | 1.000        | 0.818       | 1.000    | 0.900               | 1.000       |
+| relearn_other_half_em | 1.000        | 0.784       | 0.962    | 0.864               | 0.250       |
+| quantize_int4_em      | 1.000        | 0.779       | 1.000    | 0.876               | 1.000       |
+| depth_knowledge       | 1.000        | 1.000       | 0.980    | 0.990               | 0.563       |
+| mia_min_k             | 1.000        | 1.000       | 0.999    | 0.999               | 1.000       |
+
+Default world (``--world default``, every verifier but the probes: wall 224 s; population 92 s):
+
+| verifier              | faithfulness | R     | Q     | robustness | Q vs retain |
+| --------------------- | ------------ | ----- | ----- | ---------- | ----------- |
+| forget_em             | 1.000        | 0.419 | 0.816 | 0.553      | 0.250       |
+| forget_prob           | 1.000        | 0.422 | 0.945 | 0.584      | 0.831       |
+| truth_ratio           | 1.000        | 1.000 | 0.997 | 0.998      | 0.500       |
+| relearn_other_half_em | 1.000        | 0.701 | 0.978 | 0.817      | 0.577       |
+| quantize_int4_em      | 1.000        | 0.421 | 1.000 | 0.593      | 1.000       |
+| depth_knowledge       | 1.000        | 0.713 | 0.941 | 0.812      | 1.000       |
+| mia_min_k             | 1.000        | 0.993 | 1.000 | 0.997      | 1.000       |
+
+With the paper's filter (``--filter-insufficient``: R, Q over the unlearned models each
+verifier scores below its accuracy-optimal P/N threshold), default world: forget_em R 0.212 /
+robustness 0.321 (2 models), forget_prob 0.227 / 0.362 (2), quantize_int4_em 0.228 / 0.372 (3),
+depth_knowledge 0.427 / 0.578 (2); relearn_other_half_em, mia_min_k and truth_ratio call none
+of the four unlearned models unlearned (relearning the other half brings GA-strong and
+NPO-strong back to 0.59 / 0.57 against the oracle's 0.03), so their robustness is undefined.
+
+Reading them: (1) faithfulness saturates — the positives (original and its perturbed, quantized
+and relearned copies) and the negatives (the oracle and its copies) sit far apart on every
+verifier but the small world's truth ratio, which ranks every negative *above* every positive
+(its paraphrased answers use other sentence templates than its perturbed ones, so on 40 people it
+reads template preference: 0.70 original vs 0.75 oracle; on the default world it separates). A
+harder negative pool (oracles trained with other seeds) is what would make the AUC discriminate.
+(2) Robustness does discriminate: under the same 10 relearning steps the oracle gains on average
+only 0.42 of what the unlearned models gain on the behaviour scores (exact match, probability,
+int4 exact match; default world), 0.7 on patching depth and the other-half relearning score. (3) int4
+round-to-nearest undoes none of these GA / NPO edits (Q ≈ 1; forget_em's 0.82 is 0.002 → 0.005
+on NPO-strong: ratios of near-zero scores are noisy). (4) A verifier that never moves scores
+R = Q = 1 whatever the knowledge does: Min-K% stays at 0.85–1.0 on every unlearned model (and
+with ``filter_insufficient``, 2506.12618 §4.2.1, none of them counts as unlearned by it, so its
+robustness is undefined) — robustness is only meaningful beside faithfulness on hard pools.
 """
 
 from __future__ import annotations
@@ -544,13 +593,14 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     parser = argparse.ArgumentParser(prog="python -m mechunlearn.verify.meta", description=main.__doc__)
     parser.add_argument("--world", choices=("small", "default"), default="small", help="bios-tiny recipe: the 40-person small world or the default one")
     parser.add_argument("--out", type=Path, default=None, help="folder for the table, the scores and the figure")
+    parser.add_argument("--verifiers", nargs="+", default=None, choices=list(VERIFIERS), help="verifiers to score (default: all)")
     parser.add_argument("--filter-insufficient", action="store_true", help="average R and Q only over the models each verifier calls unlearned (2506.12618 §4.2.1)")
     args = parser.parse_args(argv)
     recipe = BiosTinyRecipe().small() if args.world == "small" else BiosTinyRecipe()
     start = time.perf_counter()
     original, retain = load_model("bios-tiny", recipe=recipe), load_model("bios-tiny", recipe=recipe, retain_for=0.1)
     target = World(recipe.world).target(0.1)
-    table, scores, pop = meta_evaluate(original, retain, target, filter_insufficient=args.filter_insufficient)
+    table, scores, pop = meta_evaluate(original, retain, target, verifiers=args.verifiers, filter_insufficient=args.filter_insufficient)
     wall = time.perf_counter() - start
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.precision", 3):
         print(table)
