@@ -30,8 +30,8 @@ that never saw it (the paper's P and N pools, §4.1, there models trained with a
 forget set under several hyper-parameters). The defaults (`PopulationConfig`) build 21 members
 (8 positive, 4 negative, 4 unlearned, 4 attacked, 1 reference) as 19 weight deltas of the base
 models: 30 s on the small world (40 people), 92 s on the default one, 2 CPU cores. Scoring them
-with every verifier takes 184 s on the small world (probes 103 s of it); on the default world the
-probes alone take ~20 s a member (see **Measured** below).
+with every verifier takes 184 s on the small world (probes 103 s of it); on the default world
+130 s without the probes, which alone take 531 s (~25 s a member; see **Measured** below).
 
 **Verifiers** (`VERIFIERS`): each maps a model (``Model`` or ``(Model, Edit)``) to one number,
 higher = more forget knowledge present, reading the workbench's own verifiers (the evaluation
@@ -75,7 +75,8 @@ small --out DIR``, wall 216 s; R, Q averaged over the 4 unlearned models, no fil
 | depth_knowledge       | 1.000        | 1.000       | 0.980    | 0.990               | 0.563       |
 | mia_min_k             | 1.000        | 1.000       | 0.999    | 0.999               | 1.000       |
 
-Default world (``--world default``, every verifier but the probes: wall 224 s; population 92 s):
+Default world (``--world default``: every verifier but the probes, wall 224 s, population 92 s;
+``--verifiers probe_forget_best`` alone, wall 620 s, the probes 531 s):
 
 | verifier              | faithfulness | R     | Q     | robustness | Q vs retain |
 | --------------------- | ------------ | ----- | ----- | ---------- | ----------- |
@@ -86,11 +87,12 @@ Default world (``--world default``, every verifier but the probes: wall 224 s; p
 | quantize_int4_em      | 1.000        | 0.421 | 1.000 | 0.593      | 1.000       |
 | depth_knowledge       | 1.000        | 0.713 | 0.941 | 0.812      | 1.000       |
 | mia_min_k             | 1.000        | 0.993 | 1.000 | 0.997      | 1.000       |
+| probe_forget_best     | 1.000        | 0.330 | 1.000 | 0.496      | 1.000       |
 
 With the paper's filter (``--filter-insufficient``: R, Q over the unlearned models each
 verifier scores below its accuracy-optimal P/N threshold), default world: forget_em R 0.212 /
 robustness 0.321 (2 models), forget_prob 0.227 / 0.362 (2), quantize_int4_em 0.228 / 0.372 (3),
-depth_knowledge 0.427 / 0.578 (2); relearn_other_half_em, mia_min_k and truth_ratio call none
+depth_knowledge 0.427 / 0.578 (2); relearn_other_half_em, probe_forget_best, mia_min_k and truth_ratio call none
 of the four unlearned models unlearned (relearning the other half brings GA-strong and
 NPO-strong back to 0.59 / 0.57 against the oracle's 0.03), so their robustness is undefined.
 
@@ -102,7 +104,8 @@ reads template preference: 0.70 original vs 0.75 oracle; on the default world it
 harder negative pool (oracles trained with other seeds) is what would make the AUC discriminate.
 (2) Robustness does discriminate: under the same 10 relearning steps the oracle gains on average
 only 0.42 of what the unlearned models gain on the behaviour scores (exact match, probability,
-int4 exact match; default world), 0.7 on patching depth and the other-half relearning score. (3) int4
+int4 exact match; default world), 0.33 on the refit probes (whose forget accuracy GA / NPO left
+at 0.42–0.83 against the oracle's 0.10), 0.7 on patching depth and the other-half relearning score. (3) int4
 round-to-nearest undoes none of these GA / NPO edits (Q ≈ 1; forget_em's 0.82 is 0.002 → 0.005
 on NPO-strong: ratios of near-zero scores are noisy). (4) A verifier that never moves scores
 R = Q = 1 whatever the knowledge does: Min-K% stays at 0.85–1.0 on every unlearned model (and
