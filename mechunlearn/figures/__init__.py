@@ -1,7 +1,7 @@
 """Plotly figures: every function takes a tidy DataFrame and returns a ``plotly`` Figure (never
 ``.show()``). Modules, imported on first use: `study` (a study's results: trade-offs, splits,
 sweeps, run times), `verify` (probe heatmaps, relearning curves, membership-inference ROC, Δθ per
-layer), `weight_space` (Δθ per layer and module, mask density, the SLUG Pareto plot, trade-offs).
+layer), `meta` (the verifiers' faithfulness vs robustness), `weight_space` (Δθ per layer and module, mask density, the SLUG Pareto plot, trade-offs).
 
 >>> from mechunlearn import figures
 >>> fig = figures.study.tradeoff(results)           # or figures.probe_heatmap(card.frame)
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_MODULES = ("features", "localization", "redirection", "study", "verify", "weight_space")
+_MODULES = ("features", "localization", "meta", "redirection", "study", "verify", "weight_space")
 _SHORTCUTS = {"probe_heatmap": "verify", "relearning_curves": "verify", "mia_roc": "verify", "delta_by_layer": "weight_space"}
 """Top-level names kept for the verification figures (``figures.mia_roc``)."""
 

@@ -9,6 +9,8 @@
   the retain model, as open-unlearning computes them (scoring protocols: `verify.protocol`).
 - `choice_accuracy` — multiple-choice accuracy by the log-likelihood of each choice (lm-eval-harness).
 - `evaluation_card` — all of the above in one `Result`.
+- `meta` — the verifiers measured against the oracle: faithfulness and robustness over a population
+  of models with known knowledge status (`verify.meta`, arXiv 2506.12618 §4; imported on demand).
 """
 
 from mechunlearn.verify.attacks import AttackConfig, attack_suite

@@ -324,9 +324,12 @@ def finetune_curve(
     mode: str = "full",
     weights: str = "no_embed",
     desc: str = "finetune",
+    keep: dict | None = None,
 ) -> list[dict]:
     """Fine-tune ``model`` on ``train`` (answer NLL, the one loop) and score every ``evals`` set
     at step 0 and every ``relearn_eval_every`` steps; the weights are restored bit for bit after.
+    With ``keep`` (a dict; ``full`` mode only), the fine-tuned weights (name -> clone) are copied
+    into it before they are restored (the meta-evaluation's relearned models, `verify.meta`).
 
     ``mode``: ``full`` trains the ``weights`` family, ``lora`` rank-``lora_rank`` adapters on the
     matrices (hooks, removed after). Rows: ``eval`` (the set's name), ``step``, ``exact_match``,
@@ -348,6 +351,8 @@ def finetune_curve(
         batch = encode_qa(model, [train[i].prompt for i in idx], [train[i].answer for i in idx])
         return answer_nll(model, batch).mean()
 
+    if keep is not None and mode != "full":
+        raise ValueError(f"keep takes the fine-tuned weights of mode 'full', not {mode!r} (LoRA adapters are hooks)")
     evaluate(0)
     cfg = TrainConfig(steps=steps, lr=lr, seed=config.seed)
     every = min(config.relearn_eval_every, steps)
@@ -358,6 +363,8 @@ def finetune_curve(
         names = model.weight_names(weights)
         with model.restoring(names):
             fit(model, loss, cfg, weights=names, stop=lambda step: evaluate(step + 1), stop_every=every, desc=desc)
+            if keep is not None:
+                keep.update({n: model.weight(n).detach().clone() for n in names})
     else:
         raise ValueError(f"mode must be 'full' or 'lora', got {mode!r}")
     return rows
