@@ -143,6 +143,36 @@ METHODS.add("wagle_graddiff", Method(unlearn_edit("graddiff"), unlearn_params("g
 METHODS.add("wagle_npo", Method(unlearn_edit("npo"), unlearn_params("npo", **_WAGLE), locate=wagle_mask, description="WAGLE attribution mask + NPO"))
 
 
+# Planted knowledge (issue 14, §3): unlearning restricted to the planted set S, to a localizer's
+# top-|S| entries, or to |S| random entries (models bios-tiny-planted-<type> only).
+
+
+def planted_mask(model: "Model", target: "Target", params: Mapping[str, Any], seed: int):
+    """``selection``: ``oracle`` (S itself), ``random`` (|S| uniform entries) or a localizer of
+    `mechunlearn.locate.suite.SUITE` (its top-|S| entries at its own granularity)."""
+    from mechunlearn.locate.suite import SUITE, run_suite
+    from mechunlearn.models.planted import planted_selection
+    from mechunlearn.verify.localization import GroundTruth, oracle_scores, random_scores, top_entries
+
+    truth = GroundTruth.of(model, planted_selection(model))
+    pick = params["selection"]
+    if pick == "oracle":
+        granularity, output = "entries", oracle_scores(truth, "entries")
+    elif pick == "random":
+        granularity, output = "entries", random_scores(truth, "entries", seed=seed)
+    elif pick in SUITE:
+        granularity, output = run_suite(model, target, [pick], seed=seed, progress=False)[pick]
+    else:
+        raise ValueError(f"selection {pick!r}: use oracle, random or a localizer of the suite ({', '.join(SUITE)})")
+    return top_entries(output, truth, granularity)
+
+
+_PLANTED_STOP = {"steps": 150, "stop_forget_em": 0.08, "stop_every": 5, "stop_items": 300}
+for _loss, _lr, _extra in (("ga", 1e-4, {}), ("graddiff", 3e-4, {"retain_weight": 5.0}), ("npo", 1e-4, {})):
+    METHODS.add(f"planted_{_loss}", Method(unlearn_edit(_loss), unlearn_params(_loss, selection="oracle", lr=_lr, **_PLANTED_STOP, **_extra),
+                                           locate=planted_mask, description=f"{_loss} restricted to S, a localizer's top-|S| or |S| random entries (planted models)"))
+
+
 def slug_edit(model: "Model", target: "Target", params: Mapping[str, Any], seed: int):
     """SLUG: one gradient, the Pareto tensors, the smallest one-step edit meeting the forget criterion."""
     from mechunlearn.locate.slug import SlugConfig, slug

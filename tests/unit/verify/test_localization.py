@@ -120,3 +120,20 @@ def test_top_entries_has_exactly_s_entries_and_oracle_top_is_s(granularity):
     overlap = sum(int((rand.masks[n] & S.masks[n]).sum()) for n in S.names)
     total = sum(m.numel() for m in S.masks.values())
     assert overlap < 3 * len(S) * len(S) / total + 10
+
+
+def test_heatmap_shows_each_localizer_at_its_own_granularity():
+    from mechunlearn.figures.localization import auroc_heatmap, restricted_bars
+
+    S = _truth()
+    w = MaskSelection({n: m.float() for n, m in S.masks.items()})
+    table = pd.concat([score_table({"sal": ("entries", w), "lay": ("layers", pd.Series([0.2, 0.9], index=[0, 1]))}, S).assign(plant=p)
+                       for p in ("layer", "neurons")])
+    fig = auroc_heatmap(table)
+    z = dict(zip(fig.data[0].y, fig.data[0].z))
+    assert list(fig.data[0].y) == ["sal", "lay"]  # the references are left out when there are localizers
+    assert list(z["sal"]) == [1.0, 1.0] and list(z["lay"]) == [0.0, 0.0]  # entries for sal, layers for lay
+    with pytest.raises(ValueError, match="plant"):
+        auroc_heatmap(table.drop(columns="plant"))
+    with pytest.raises(ValueError, match="loss"):
+        restricted_bars(pd.DataFrame({"x": [1]}))
