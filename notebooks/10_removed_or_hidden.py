@@ -221,7 +221,7 @@ px.line(lens, x="layer", y="value", color="model", markers=True, title="logit le
 
 # %%
 verdict_config = VerdictConfig()
-verdict = card_verdicts(card, verdict_config).set_index("model")
+verdict = card_verdicts(card, verdict_config).set_index("model").loc[list(edits)]
 pd.set_option("display.max_colwidth", None)
 verdict
 
@@ -240,6 +240,7 @@ frontier = pd.DataFrame({
     "relearned (unseen half)": last,
     "int4": summary["quantize_int4_em"],
 })
+frontier["retain / unedited"] = frontier["retain EM"] / frontier.loc["original", "retain EM"]
 frontier["recovery over oracle"] = (frontier[["relearned (unseen half)", "int4"]].sub(frontier.loc["retain", ["relearned (unseen half)", "int4"]]).max(axis=1)).clip(lower=0)
 frontier.loc["original", "recovery over oracle"] = float("nan")  # nothing to recover: it never forgot
 frontier = frontier.loc[ROLES]
@@ -277,37 +278,58 @@ undo_table.round(3)
 
 # %% [markdown]
 # ## Conclusions
-# The statements below are asserted on the full model (quick mode prints the numbers only):
+# Asserted on the full model (quick mode prints the numbers only; 4 forget people are too few):
 #
-# 1. The retain model is the floor: every edit that passed behaviour recovers at least as much as
-#    the oracle under relearning would be no surprise, but GA and NPO recover **far more** (≥ 0.2
-#    above the oracle on the unseen half): they hid the facts.
-# 2. Their verdicts are therefore *hidden*, never *removed*, and the verdict names the checks that
-#    failed.
-# 3. LUNAR changes only one layer's `W_out` read-out: its patching depth is the lowest of the
-#    edits that forgot, below 0.5.
-# 4. Quantization to int8 does not undo any edit by more than 0.1 (their weight changes are larger
-#    than half an int8 step), so on bios-tiny int8 is not the attack that separates them.
-# 5. UNDO's student relearns no more than its teacher under the same budget.
+# 1. **GA and NPO hid the facts.** Relearning on half of the forget people brings the unseen half
+#    back at least 0.5 above the oracle under the same steps, their probes read the forget
+#    attributes more than the probe margin above the oracle's floor, and their verdict is
+#    *hidden* with both checks named.
+# 2. **Patching depth alone is not enough.** GA's and NPO's depth scores pass the 0.8 bar while
+#    relearning recovers far above the oracle: their hidden states at the knowledge layers look
+#    like the oracle's to the original's later layers, yet the weights still hold the facts.
+# 3. **UNDO robustifies its teacher.** The student, distilled from the NPO teacher into a noised
+#    copy, recovers at least 0.3 less than the teacher on the unseen half after full fine-tuning
+#    and after LoRA with the same budgets, and its probes sit within the probe margin of the
+#    oracle's floor; it pays in retain accuracy (below the teacher's).
+# 4. **Among the edits that keep retain ≥ 0.9 of the unedited model, WAGLE+NPO is the closest to
+#    removal**: the lowest relearning recovery of them and probes within the margin, still judged
+#    *hidden* (relearning recovers more than 0.05 above the oracle).
+# 5. **LUNAR's knowledge is dormant**: retain-only fine-tuning, which never shows a forget
+#    answer, brings more than half of the forget answers back.
+# 6. **Quantization does not undo any of these edits on bios-tiny**: int8 and int4 forget exact
+#    match stay within 0.05 of each edit's own.
+# 7. **The few-shot attack is not applicable here**: the unedited model's ceiling under it is
+#    below 0.5, so its rows are marked and no verdict reads it.
+# 8. **No edit is judged removed** at these budgets: the frontier above is the result.
 
 # %%
 verdict_of = verdict["verdict"]
 for name in edits:
     print(f"{name}: {verdict_of[name]} — {verdict.loc[name, 'evidence']}")
 gap = (last - last["retain"]).drop(["original", "retain"])
-print("relearning recovery above the oracle:", gap.round(3).to_dict())
-lunar_depth = summary["depth_score"].get("LUNAR")
-print("depth scores:", summary["depth_score"].drop(["original", "retain"], errors="ignore").round(3).to_dict())
-int8_gap = (summary["quantize_int8_em"] - summary["exact_match:forget"]).drop(["original", "retain"])
-print("int8 recovery over the edit's own forget EM:", int8_gap.round(3).to_dict())
-print("UNDO vs teacher, unseen half after relearning:", round(last["UNDO"], 3), "vs", round(last["NPO"], 3))
+final = other[other["step"] == other["step"].max()].pivot_table(index="model", columns="attack", values="value")
+floor = summary.loc["retain", "probe_forget_best"]
+keeps = frontier.index[(frontier["retain / unedited"] >= 0.9) & frontier.index.isin(list(edits))]
+quant_gap = pd.DataFrame({b: summary[f"quantize_int{b}_em"] - summary["exact_match:forget"] for b in attack_config.quant_bits}).drop(["original", "retain"])
+print("relearning recovery above the oracle (largest of the modes, last step):", gap.round(3).to_dict())
+print("unseen half at the last step, per mode:\n", final.round(3).to_string())
+print("depth scores:", summary["depth_score"].drop(["original", "retain"]).round(3).to_dict())
+print("edits keeping retain >= 0.9 of the unedited model:", list(keeps))
+print("quantization recovery over each edit's own forget EM:\n", quant_gap.round(3).to_string())
+print("verdict counts:", verdict_of.value_counts().to_dict())
 if FINDINGS:
     for name in ("GA", "NPO"):
-        assert gap[name] > 0.2, f"{name}: relearning should restore the unseen half well above the oracle"
-        assert verdict_of[name] in ("hidden", "not forgotten"), f"{name}: should not be judged removed"
-        if verdict_of[name] == "hidden":
-            assert verdict.loc[name, "failed"], f"{name}: a hidden verdict names its failed checks"
-    forgot = [n for n in edits if verdict_of[n] != "not forgotten" and pd.notna(summary["depth_score"].get(n))]
-    assert lunar_depth < 0.5 and lunar_depth == min(summary["depth_score"][n] for n in forgot), "LUNAR should be the shallowest edit"
-    assert (int8_gap <= 0.1).all(), "int8 should not undo the edits on bios-tiny"
-    assert last["UNDO"] <= last["NPO"] + 0.05, "UNDO should relearn no more than its teacher"
+        assert gap[name] > 0.5, f"{name}: relearning should restore the unseen half far above the oracle"
+        assert summary.loc[name, "probe_forget_best"] > floor + verdict_config.probe_margin, f"{name}: probes should read the facts above the floor"
+        assert verdict_of[name] == "hidden" and {"probes", "relearning"} <= set(verdict.loc[name, "failed"].split(", ")), f"{name}: hidden, by probes and relearning"
+        assert summary.loc[name, "depth_score"] >= verdict_config.min_depth, f"{name}: depth should pass while relearning fails"
+    for mode in final.columns:
+        assert final.loc["UNDO", mode] < final.loc["NPO", mode] - 0.3, f"UNDO should relearn ({mode}) much less than its teacher"
+    assert summary.loc["UNDO", "probe_forget_best"] <= floor + verdict_config.probe_margin, "UNDO's probes should sit at the oracle's floor"
+    assert summary.loc["UNDO", "exact_match:retain"] < summary.loc["NPO", "exact_match:retain"], "UNDO costs retain accuracy here"
+    assert "WAGLE+NPO" in keeps and gap[list(keeps)].idxmin() == "WAGLE+NPO", "WAGLE+NPO should be the least recoverable edit that keeps retain"
+    assert summary.loc["WAGLE+NPO", "probe_forget_best"] <= floor + verdict_config.probe_margin and verdict_of["WAGLE+NPO"] == "hidden"
+    assert tamper.loc["LUNAR", "retain-only FT (last step)"] > 0.5, "retain-only fine-tuning should wake LUNAR's forget answers"
+    assert (quant_gap.abs() <= 0.05).all().all(), "quantization should not undo the edits on bios-tiny"
+    assert not ceilings.loc["few_shot", "applicable"], "the few-shot attack's ceiling should be below min_ceiling"
+    assert (verdict_of != "removed").all(), "no edit reaches 'removed' at these budgets"
