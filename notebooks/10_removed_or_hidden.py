@@ -82,7 +82,8 @@ STOP = {"stop_forget_em": 0.1, "stop_every": 5, "stop_items": 300}
 LOOP = {"loss_options": {"retain_weight": 1.0}, "steps": 200, "batch_size": 32, **STOP}
 GA = UnlearnConfig(loss="ga", lr=5e-5 if QUICK else 3e-5, **LOOP)
 NPO = UnlearnConfig(loss="npo", lr=5e-5, **LOOP)
-UNDO = UndoConfig(unlearn=NPO, alpha=0.3, beta=1.0, steps=60 if QUICK else 200, lr=1e-3)
+# quick mode distils 40 steps of 16 items (CI time), full mode 200 of 32
+UNDO = UndoConfig(unlearn=NPO, alpha=0.3, beta=1.0, steps=40 if QUICK else 200, batch_size=16 if QUICK else 32, lr=1e-3)
 DEMO = {  # study methods, the demo's settings (stop_items: the early stop reads 300 forget questions)
     "rmu": {"steps": 60, "lr": 5e-3, "stop_forget_em": 0.08, "stop_every": 10, "stop_items": 300},
     "wagle_npo": {"keep_ratio": 0.1, "retain_weight": 5.0, "steps": 150, "lr": 3e-4, "stop_forget_em": 0.08, "stop_every": 5, "stop_items": 300},
@@ -122,7 +123,7 @@ pd.Series(seconds, name="seconds to build").round(1)
 # %%
 ATTACKS = ("few_shot", "reintroduce", "relearn", "retain_finetune", "quantize", "leak")
 if QUICK:
-    attack_config = AttackConfig(max_items=120, relearn_steps=10, relearn_eval_every=5, retain_ft_steps=5, leak_k=(1, 4), leak_max_items=40)
+    attack_config = AttackConfig(max_items=80, relearn_steps=10, relearn_eval_every=5, retain_ft_steps=4, leak_k=(1, 4), leak_max_items=30)
 else:
     attack_config = AttackConfig(max_items=400, relearn_steps=30, relearn_eval_every=10, relearn_modes=("full", "lora"), retain_ft_steps=10, leak_k=(1, 4, 16), leak_max_items=150)
 card_config = CardConfig(
@@ -130,8 +131,8 @@ card_config = CardConfig(
     probes=ProbeConfig(templates_per_fact=2, positions=("question",)),
     attacks=attack_config,
     attack_names=ATTACKS,
-    depth=DepthConfig(max_items=80 if QUICK else 200),
-    max_items=300 if QUICK else 1000,
+    depth=DepthConfig(max_items=50 if QUICK else 200),
+    max_items=200 if QUICK else 1000,
 )
 start = time.perf_counter()
 card = evaluation_card({name: (model, edit) for name, edit in edits.items()}, model, retain, trained, card_config)
