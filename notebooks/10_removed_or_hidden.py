@@ -123,7 +123,7 @@ pd.Series(seconds, name="seconds to build").round(1)
 # %%
 ATTACKS = ("few_shot", "reintroduce", "relearn", "retain_finetune", "quantize", "leak")
 if QUICK:
-    attack_config = AttackConfig(max_items=80, relearn_steps=10, relearn_eval_every=5, retain_ft_steps=4, leak_k=(1, 4), leak_max_items=30)
+    attack_config = AttackConfig(max_items=60, relearn_steps=6, relearn_eval_every=3, retain_ft_steps=3, leak_k=(1, 4), leak_max_items=30)
 else:
     attack_config = AttackConfig(max_items=400, relearn_steps=30, relearn_eval_every=10, relearn_modes=("full", "lora"), retain_ft_steps=10, leak_k=(1, 4, 16), leak_max_items=150)
 card_config = CardConfig(
