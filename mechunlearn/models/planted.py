@@ -264,12 +264,16 @@ def read_planted(folder: Path, model: Model) -> tuple[Model, MaskSelection]:
     saved values on S, and S (its meta holds the retain values on S, ``oracle_values``, and for
     ``low_rank`` the factors ``U``, ``V`` of the delta)."""
     data = load_file(str(folder / "planted.safetensors"))
-    masks = {k.removeprefix("mask::"): v.bool() for k, v in data.items() if k.startswith("mask::")}
-    oracle = {n: model.weight(n).detach()[m].clone() for n, m in masks.items()}
+    saved = {k.removeprefix("mask::"): v.bool() for k, v in data.items() if k.startswith("mask::")}
+    masks = {n: saved[n] for n in model.weight_names() if n in saved}  # model order, as plant_mask gives it
+    if len(masks) != len(saved):
+        raise ValueError(f"{folder}: S names weights this model lacks: {sorted(set(saved) - set(masks))[:4]}")
+    oracle = {n: model.weight(n).detach()[m.to(model.device)].clone() for n, m in masks.items()}
     model.set_weights({n: data[f"values::{n}"] for n in masks}, masks)
     meta = json.loads((folder / "meta.json").read_text())
     factors = {k.removeprefix("factor::"): v for k, v in data.items() if k.startswith("factor::")}
-    if meta.get("weights_hash") and model.weights_hash() != meta["weights_hash"]:
+    exact = all(model.weight(n).dtype == torch.float32 for n in masks)
+    if exact and meta.get("weights_hash") and model.weights_hash() != meta["weights_hash"]:
         raise RuntimeError(f"{folder}: the planted weights do not hash to the recorded {meta['weights_hash'][:12]}…; "
                            "the retain model or the file changed: rebuild with load_planted(kind, rebuild=True)")
     S = MaskSelection({n: m.float() for n, m in masks.items()}, masks, dict(meta, oracle_values=oracle, **({"factors": factors} if factors else {})))
@@ -283,7 +287,7 @@ def default_recipe(kind: str) -> PlantRecipe:
     return DEFAULT_RECIPES[kind]
 
 
-def load_planted(kind: str, *, recipe: PlantRecipe | None = None, world_recipe=None, rebuild: bool = False) -> tuple[Model, MaskSelection]:
+def load_planted(kind: str, *, recipe: PlantRecipe | None = None, world_recipe=None, rebuild: bool = False, device=None, dtype=None) -> tuple[Model, MaskSelection]:
     """``bios-tiny-planted-<kind>`` and its S: built on first use (gated; `GateError` when a gate
     fails, nothing saved) and cached under MECHUNLEARN_HOME, one build per cache folder.
 
@@ -305,9 +309,9 @@ def load_planted(kind: str, *, recipe: PlantRecipe | None = None, world_recipe=N
             model, S, gates = build_planted(load(world_recipe, retain_for=recipe.retain_for), World(world_recipe.world), recipe)
             save_planted(folder, model, S, gates)
             log.info("built bios-tiny-planted-%s in %.1f s\n%s", kind, gates.attrs["build_seconds"], gates.to_string(index=False))
-    model, S = read_planted(folder, load(world_recipe, retain_for=recipe.retain_for))
+    model, S = read_planted(folder, load(world_recipe, retain_for=recipe.retain_for, device=device, dtype=dtype))
     model.model_id = f"bios-tiny-planted-{kind}"
-    model.meta.update(retain_for=None, forget_split=recipe.retain_for, source="planted", cache=str(folder),
+    model.meta.update(weights_hash=model.weights_hash(), retain_for=None, forget_split=recipe.retain_for, source="planted", cache=str(folder),
                       planted_recipe=recipe, planted_gates=pd.read_csv(folder / "gates.csv"), planted_selection=S)
     return model, S
 
