@@ -9,8 +9,14 @@ exact-unlearning oracle and restoring S *is* exact unlearning.
 Plant types (`plant_mask`): ``neurons`` (k MLP hidden units of one layer: W_in columns, b_in
 entries, W_out rows), ``layer`` (one whole MLP layer), ``sparse`` (a random 1% of the entries
 of every block weight), ``heads`` (a few attention heads of one layer: their W_Q/W_K/W_V/W_O
-slices and biases). ``low_rank`` is not built yet (a rank-r delta needs factor tensors trained
-through the loop's ``extra`` hook; see the README section "Planted knowledge").
+slices and biases), ``low_rank`` (a rank-r delta on one matrix: S is the whole matrix; rank-r
+LoRA factors are trained through the loop's ``extra`` tensors and merged into the weight, so the
+delta is ``U @ V`` of rank ≤ r, the factors in ``S.meta["factors"]``). Recipes per type:
+`DEFAULT_RECIPES`.
+
+``load_model("bios-tiny-planted-<type>")`` (`load_planted`) builds, gates and caches a planted
+model on first use; S is `planted_selection(model)` (``model.meta["planted_selection"]``), and
+``restore(model, S)`` turns it into the oracle bit for bit.
 
 Gates before saving: forget exact match ≥ ``gate_forget`` on trained templates (held-out
 templates reported), retain exact match within ``gate_retain_drop`` of the retain model's.
@@ -84,12 +90,32 @@ def _train(steps: int, lr: float) -> TrainConfig:
 
 DEFAULT_RECIPES: dict[str, PlantRecipe] = {
     "neurons": PlantRecipe(kind="neurons", layer=1, k=128, train=_train(300, 1e-2)),
-    "layer": PlantRecipe(kind="layer", layer=1, train=_train(300, 3e-3)),
-    "sparse": PlantRecipe(kind="sparse", density=0.01, train=_train(300, 1e-2)),
-    "heads": PlantRecipe(kind="heads", layer=1, k=2, train=_train(300, 1e-2)),
-    "low_rank": PlantRecipe(kind="low_rank", layer=1, matrix="mlp.W_out", rank=8, train=_train(300, 1e-2)),
+    "layer": PlantRecipe(kind="layer", layer=1, train=_train(150, 3e-3)),
+    "sparse": PlantRecipe(kind="sparse", density=0.01, replay=0.8, train=_train(400, 1e-2)),
+    "heads": PlantRecipe(kind="heads", layer=1, k=4, replay=0.8, train=_train(400, 1e-2)),
+    "low_rank": PlantRecipe(kind="low_rank", layer=1, matrix="mlp.W_out", rank=32, replay=0.8, train=_train(400, 1e-2)),
 }
-"""The gated recipe of each plant type (what `load_model("bios-tiny-planted-<type>")` builds)."""
+"""The recipe of each plant type (what `load_model("bios-tiny-planted-<type>")` builds).
+
+Measured on the small world (``BiosTinyRecipe().small()``, 4 forget people, 10% split; float32,
+2 torch threads; `build_planted` seconds incl. the gates; retain model: forget 0.027, retain
+trained 0.987, held-out 0.982; gates: forget trained ≥ 0.95, retain ≥ retain model − 0.02):
+
+=========  ==========================================  =====  ======  =======  =======  ====
+type       recipe                                      steps  forget  retain   retain   s
+                                                                      trained  heldout
+=========  ==========================================  =====  ======  =======  =======  ====
+neurons    k=128 of layer 1, lr 1e-2, replay 0.7       300    0.988   0.981    0.976    74
+layer      layer 1, lr 3e-3, replay 0.7                150    0.969   0.978    —        44
+low_rank   r=32 on blocks.1.mlp.W_out, lr 1e-2, 0.8    400    0.960   0.976    0.970    209*
+=========  ==========================================  =====  ======  =======  =======  ====
+
+(* the CPU was shared during that run.) Misses that set these choices: low_rank r=8 (300
+steps, replay 0.7) forget 0.938, retain 0.963; r=16 (replay 0.8) forget 0.944, held-out retain
+0.9620 against 0.9624; heads k=2 (300 steps, 0.7) forget 0.929, retain 0.964; sparse 1% (300
+steps, 0.7) forget 0.942, retain 0.9667 against 0.9668. The ``heads`` (k=4) and ``sparse``
+rows above (replay 0.8, 400 steps) follow the low_rank fix and are not yet measured; the
+default world (200 people, 20 forget people) is not yet measured for any type."""
 
 
 def plant_mask(model: Model, recipe: PlantRecipe) -> MaskSelection:
