@@ -117,7 +117,8 @@ trained / retain held-out, small world): heads k=2, 300 steps, replay 0.7: 0.929
 0.959; k=4, 400 steps, replay 0.8: 0.867 / 0.968 / 0.952; k=4, 400 steps, replay 0.7: 0.885 /
 0.962 / 0.957; sparse 1%, 300 steps, replay 0.7: 0.942 / 0.9667 (gate 0.9668) / 0.957; 400
 steps, replay 0.8: 0.923 / 0.974 / 0.964; the same at lr 3e-2: 0.935 / 0.977 / 0.966 (retain
-passes, forget short: more steps next); heads k=2 at lr 2e-2: 0.869 / 0.933 / 0.918 (worse;
+passes, forget short), at 600 steps 0.935 / 0.977 / 0.969 (forget plateaus: a larger
+density or a lower replay share is next); heads k=2 at lr 2e-2: 0.869 / 0.933 / 0.918 (worse;
 attention heads are a poor store for these facts). Their rows in
 `DEFAULT_RECIPES` are the nearest misses so far and raise `GateError` when built. The
 default world (200 people, 20 forget people) is not yet measured for any type."""
