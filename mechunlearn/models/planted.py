@@ -9,8 +9,14 @@ exact-unlearning oracle and restoring S *is* exact unlearning.
 Plant types (`plant_mask`): ``neurons`` (k MLP hidden units of one layer: W_in columns, b_in
 entries, W_out rows), ``layer`` (one whole MLP layer), ``sparse`` (a random 1% of the entries
 of every block weight), ``heads`` (a few attention heads of one layer: their W_Q/W_K/W_V/W_O
-slices and biases). ``low_rank`` is not built yet (a rank-r delta needs factor tensors trained
-through the loop's ``extra`` hook; see the README section "Planted knowledge").
+slices and biases), ``low_rank`` (a rank-r delta on one matrix: S is the whole matrix; rank-r
+LoRA factors are trained through the loop's ``extra`` tensors and merged into the weight, so the
+delta is ``U @ V`` of rank ≤ r, the factors in ``S.meta["factors"]``). Recipes per type:
+`DEFAULT_RECIPES`.
+
+``load_model("bios-tiny-planted-<type>")`` (`load_planted`) builds, gates and caches a planted
+model on first use; S is `planted_selection(model)` (``model.meta["planted_selection"]``), and
+``restore(model, S)`` turns it into the oracle bit for bit.
 
 Gates before saving: forget exact match ≥ ``gate_forget`` on trained templates (held-out
 templates reported), retain exact match within ``gate_retain_drop`` of the retain model's.
@@ -28,8 +34,8 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
-from mechunlearn.core.paths import home
-from mechunlearn.core.result import config_hash
+from mechunlearn.core.paths import folder_lock, home
+from mechunlearn.core.result import atomic_write_bytes, atomic_write_text, config_hash
 from mechunlearn.core.selection import MaskSelection
 from mechunlearn.models.model import Model
 from mechunlearn.models.text import TokenBatch, lm_nll, pad
@@ -37,7 +43,7 @@ from mechunlearn.unlearn.loop import TrainConfig, fit
 
 log = logging.getLogger(__name__)
 
-PLANT_TYPES = ("neurons", "layer", "sparse", "heads")
+PLANT_TYPES = ("neurons", "layer", "sparse", "heads", "low_rank")
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,11 @@ class PlantRecipe:
     """Neurons (``neurons``) or heads (``heads``) in S."""
     density: float = 0.01
     """Share of block-weight entries in S (``sparse``)."""
+    rank: int = 8
+    """Rank r of the planted delta (``low_rank``)."""
+    matrix: str = "mlp.W_out"
+    """The matrix of block ``layer`` that carries the rank-r delta (``low_rank``): an
+    ``nn.Linear`` weight (``mlp.W_in``, ``mlp.W_out``, ``attn.W_O`` …)."""
     retain_for: float = 0.1
     """The forget split whose retain model is planted into."""
     replay: float = 0.7
@@ -69,6 +80,48 @@ class PlantRecipe:
             raise ValueError(f"unknown plant type {self.kind!r}; choose one of {', '.join(PLANT_TYPES)}")
         if not 0 <= self.replay < 1:
             raise ValueError(f"replay must be in [0, 1), got {self.replay}")
+        if self.rank < 1:
+            raise ValueError(f"rank must be >= 1, got {self.rank}")
+
+
+def _train(steps: int, lr: float) -> TrainConfig:
+    return TrainConfig(steps=steps, lr=lr, warmup=10, schedule="cosine", min_lr_ratio=0.1, autocast="auto")
+
+
+DEFAULT_RECIPES: dict[str, PlantRecipe] = {
+    "neurons": PlantRecipe(kind="neurons", layer=1, k=128, train=_train(300, 1e-2)),
+    "layer": PlantRecipe(kind="layer", layer=1, train=_train(150, 3e-3)),
+    "sparse": PlantRecipe(kind="sparse", density=0.01, replay=0.8, train=_train(400, 3e-2)),
+    "heads": PlantRecipe(kind="heads", layer=1, k=2, train=_train(300, 1e-2)),
+    "low_rank": PlantRecipe(kind="low_rank", layer=1, matrix="mlp.W_out", rank=32, replay=0.8, train=_train(400, 1e-2)),
+}
+"""The recipe of each plant type (what `load_model("bios-tiny-planted-<type>")` builds).
+
+Measured on the small world (``BiosTinyRecipe().small()``, 4 forget people, 10% split; float32,
+2 torch threads; `build_planted` seconds incl. the gates; retain model: forget 0.027, retain
+trained 0.987, held-out 0.982; gates: forget trained ≥ 0.95, retain ≥ retain model − 0.02):
+
+=========  ==========================================  =====  ======  =======  =======  ====
+type       recipe                                      steps  forget  retain   retain   s
+                                                                      trained  heldout
+=========  ==========================================  =====  ======  =======  =======  ====
+neurons    k=128 of layer 1, lr 1e-2, replay 0.7       300    0.988   0.981    0.976    74
+layer      layer 1, lr 3e-3, replay 0.7                150    0.969   0.978    —        44
+low_rank   r=32 on blocks.1.mlp.W_out, lr 1e-2, 0.8    400    0.960   0.976    0.970    209*
+=========  ==========================================  =====  ======  =======  =======  ====
+
+(* the CPU was shared during that run.) Misses that set these choices: low_rank r=8 (300
+steps, replay 0.7) forget 0.938, retain 0.963; r=16 (replay 0.8) forget 0.944, held-out retain
+0.9620 against 0.9624. ``heads`` and ``sparse`` do not pass yet (forget trained / retain
+trained / retain held-out, small world): heads k=2, 300 steps, replay 0.7: 0.929 / 0.964 /
+0.959; k=4, 400 steps, replay 0.8: 0.867 / 0.968 / 0.952; k=4, 400 steps, replay 0.7: 0.885 /
+0.962 / 0.957; sparse 1%, 300 steps, replay 0.7: 0.942 / 0.9667 (gate 0.9668) / 0.957; 400
+steps, replay 0.8: 0.923 / 0.974 / 0.964; the same at lr 3e-2: 0.935 / 0.977 / 0.966 (retain
+passes, forget short), at 600 steps 0.935 / 0.977 / 0.969 (forget plateaus: a larger
+density or a lower replay share is next); heads k=2 at lr 2e-2: 0.869 / 0.933 / 0.918 (worse;
+attention heads are a poor store for these facts). Their rows in
+`DEFAULT_RECIPES` are the nearest misses so far and raise `GateError` when built. The
+default world (200 people, 20 forget people) is not yet measured for any type."""
 
 
 def plant_mask(model: Model, recipe: PlantRecipe) -> MaskSelection:
@@ -105,6 +158,14 @@ def plant_mask(model: Model, recipe: PlantRecipe) -> MaskSelection:
         for w in ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V"):
             shape = model.weight(f"blocks.{L}.attn.{w}").shape
             masks[f"blocks.{L}.attn.{w}"] = heads.view(-1, *([1] * (len(shape) - 1))).expand(shape).clone()
+    elif recipe.kind == "low_rank":
+        name = f"blocks.{L}.{recipe.matrix}"
+        shape = model.weight(name).shape
+        if len(shape) != 2:
+            raise ValueError(f"low_rank plants into a 2-D matrix; {name} has shape {tuple(shape)}")
+        if not 0 < recipe.rank < min(shape):
+            raise ValueError(f"rank must be in 1..{min(shape) - 1} for {name} {tuple(shape)}, got {recipe.rank}")
+        masks[name] = torch.ones(shape, dtype=torch.bool)
     else:  # sparse
         if not 0 < recipe.density < 1:
             raise ValueError(f"density must be in (0, 1), got {recipe.density}")
@@ -138,10 +199,11 @@ def plant_gates(model: Model, world, retain_for: float) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def build_planted(model: Model, world, recipe: PlantRecipe) -> tuple[Model, MaskSelection, pd.DataFrame]:
+def build_planted(model: Model, world, recipe: PlantRecipe, *, check_gates: bool = True) -> tuple[Model, MaskSelection, pd.DataFrame]:
     """Plant the forget people's documents into ``model`` (a freshly loaded retain model, trained
     in place) through S only; check the gates (raises `mechunlearn.models.bios_tiny.GateError`
-    when one fails). ``S.meta["oracle_values"]`` holds the retain model's values on S."""
+    when one fails, unless ``check_gates=False``: tests of the mechanics at a few steps).
+    ``S.meta["oracle_values"]`` holds the retain model's values on S."""
     from mechunlearn.models.bios_tiny import GateError
 
     start = time.perf_counter()
@@ -169,7 +231,10 @@ def build_planted(model: Model, world, recipe: PlantRecipe) -> tuple[Model, Mask
         width = int(att.sum(-1).max())
         return lm_nll(model, TokenBatch(tok[:, :width], att[:, :width]))
 
-    fit(model, loss, recipe.train, mask=S, desc=f"plant {recipe.kind}")
+    if recipe.kind == "low_rank":
+        S = MaskSelection(S.scores, S.masks, dict(S.meta, factors=_fit_low_rank(model, loss, recipe, S)))
+    else:
+        fit(model, loss, recipe.train, mask=S, desc=f"plant {recipe.kind}")
     gates = plant_gates(model, world, recipe.retain_for)
     gates["retain_model"] = gates["gate"].map(before)
     gates["gate_min"] = gates["gate"].map({"forget_trained": recipe.gate_forget,
@@ -178,10 +243,29 @@ def build_planted(model: Model, world, recipe: PlantRecipe) -> tuple[Model, Mask
     gates["passed"] = [None if pd.isna(m) else bool(e >= m) for e, m in zip(gates["exact_match"], gates["gate_min"])]
     gates.attrs["build_seconds"] = time.perf_counter() - start
     failed = gates[gates["passed"] == False]  # noqa: E712
-    if len(failed):
+    if len(failed) and check_gates:
         raise GateError(f"planted {recipe.kind} missed its gates, so it was not saved:\n{failed.to_string(index=False)}", gates)
     model.meta["weights_hash"] = model.weights_hash()
     return model, S, gates
+
+
+def _fit_low_rank(model: Model, loss, recipe: PlantRecipe, S: MaskSelection) -> dict[str, torch.Tensor]:
+    """Train rank-r factors on S's one matrix through the one loop (LoRA hooks, ``fit``'s
+    ``extra``), then merge them into the weight: the planted delta is ``U @ V`` (TL layout,
+    ``U`` [rows, r], ``V`` [r, cols]), of rank ≤ r by construction. Returns ``{"U", "V"}``."""
+    from mechunlearn.verify.attacks import lora_adapters
+
+    (name,) = S.names
+    spec = model.weight_spec(name)
+    with lora_adapters(model, [name], recipe.rank, recipe.seed) as factors:
+        fit(model, loss, recipe.train, weights=[], extra=factors, desc=f"plant {recipe.kind}")
+    a, b = (f.detach().clone() for f in factors)  # nn.Linear layout: ΔW = B @ A, [out, in]
+    with torch.no_grad():
+        spec.param.add_(b @ a)
+    probe = torch.arange(spec.param.numel()).view(spec.param.shape)
+    transposed = not torch.equal(spec.to_tl(probe), probe)
+    u, v = (a.T.contiguous(), b.T.contiguous()) if transposed else (b, a)
+    return {"U": u.cpu(), "V": v.cpu()}
 
 
 def restore(planted: Model, S: MaskSelection) -> None:
@@ -194,43 +278,82 @@ def planted_dir(recipe: PlantRecipe, retain_key: str) -> Path:
 
 
 def save_planted(folder: Path, model: Model, S: MaskSelection, gates: pd.DataFrame) -> Path:
-    """Save the delta on S only (the values of S, flat) and S itself beside the gate table."""
+    """Save the values on S only (flat), S itself (its masks), a low-rank plant's factors and
+    the gate table; ``planted.safetensors`` is written last, so its presence marks a complete build."""
     folder.mkdir(parents=True, exist_ok=True)
     values = {f"values::{n}": model.weight(n).detach().cpu()[m].contiguous() for n, m in S.masks.items()}
     masks = {f"mask::{n}": m.to(torch.uint8).contiguous() for n, m in S.masks.items()}
-    save_file({**values, **masks}, str(folder / "planted.safetensors"))
-    gates.to_csv(folder / "gates.csv", index=False)
-    meta = {k: v for k, v in S.meta.items() if k != "oracle_values"}
-    (folder / "meta.json").write_text(json.dumps({"weights_hash": model.meta.get("weights_hash"), **meta}))
+    factors = {f"factor::{k}": v.contiguous() for k, v in S.meta.get("factors", {}).items()}
+    atomic_write_text(folder / "gates.csv", gates.to_csv(index=False))
+    meta = {k: v for k, v in S.meta.items() if k not in ("oracle_values", "factors")}
+    record = {"weights_hash": model.meta.get("weights_hash"), "build_seconds": gates.attrs.get("build_seconds"), **meta}
+    atomic_write_text(folder / "meta.json", json.dumps(record, default=str))
+    atomic_write_bytes(folder / "planted.safetensors", lambda tmp: save_file({**values, **masks, **factors}, str(tmp)))
     return folder
 
 
 def read_planted(folder: Path, model: Model) -> tuple[Model, MaskSelection]:
     """The planted model rebuilt in place from ``model`` (a freshly loaded retain model) and the
-    saved values on S, and S (its meta holds the retain values on S)."""
+    saved values on S, and S (its meta holds the retain values on S, ``oracle_values``, and for
+    ``low_rank`` the factors ``U``, ``V`` of the delta)."""
     data = load_file(str(folder / "planted.safetensors"))
-    masks = {k.removeprefix("mask::"): v.bool() for k, v in data.items() if k.startswith("mask::")}
-    oracle = {n: model.weight(n).detach()[m].clone() for n, m in masks.items()}
+    saved = {k.removeprefix("mask::"): v.bool() for k, v in data.items() if k.startswith("mask::")}
+    masks = {n: saved[n] for n in model.weight_names() if n in saved}  # model order, as plant_mask gives it
+    if len(masks) != len(saved):
+        raise ValueError(f"{folder}: S names weights this model lacks: {sorted(set(saved) - set(masks))[:4]}")
+    oracle = {n: model.weight(n).detach()[m.to(model.device)].clone() for n, m in masks.items()}
     model.set_weights({n: data[f"values::{n}"] for n in masks}, masks)
-    S = MaskSelection({n: m.float() for n, m in masks.items()}, masks, dict(json.loads((folder / "meta.json").read_text()), oracle_values=oracle))
+    meta = json.loads((folder / "meta.json").read_text())
+    factors = {k.removeprefix("factor::"): v for k, v in data.items() if k.startswith("factor::")}
+    exact = all(model.weight(n).dtype == torch.float32 for n in masks)
+    if exact and meta.get("weights_hash") and model.weights_hash() != meta["weights_hash"]:
+        raise RuntimeError(f"{folder}: the planted weights do not hash to the recorded {meta['weights_hash'][:12]}…; "
+                           "the retain model or the file changed: rebuild with load_planted(kind, rebuild=True)")
+    S = MaskSelection({n: m.float() for n, m in masks.items()}, masks, dict(meta, oracle_values=oracle, **({"factors": factors} if factors else {})))
     return model, S
 
 
-def load_planted(kind: str, *, recipe: PlantRecipe | None = None, world_recipe=None, rebuild: bool = False) -> tuple[Model, MaskSelection]:
-    """``bios-tiny-planted-<kind>``: built on first use (gated) and cached under MECHUNLEARN_HOME."""
+def default_recipe(kind: str) -> PlantRecipe:
+    """The gated default recipe of a plant type (`DEFAULT_RECIPES`); unknown types list the known ones."""
+    if kind not in DEFAULT_RECIPES:
+        raise ValueError(f"unknown plant type {kind!r}; choose one of {', '.join(PLANT_TYPES)}")
+    return DEFAULT_RECIPES[kind]
+
+
+def load_planted(kind: str, *, recipe: PlantRecipe | None = None, world_recipe=None, rebuild: bool = False, device=None, dtype=None) -> tuple[Model, MaskSelection]:
+    """``bios-tiny-planted-<kind>`` and its S: built on first use (gated; `GateError` when a gate
+    fails, nothing saved) and cached under MECHUNLEARN_HOME, one build per cache folder.
+
+    ``recipe`` defaults to ``DEFAULT_RECIPES[kind]``; ``world_recipe`` to the default bios-tiny
+    (``BiosTinyRecipe().small()`` for the 40-person test world). The model's ``meta`` holds S
+    (``"planted_selection"``, read it with `planted_selection`), the recipe and the gate table.
+    """
     from mechunlearn.models.bios_tiny import BiosTinyRecipe, load, recipe_key
     from mechunlearn.world import World
 
     world_recipe = world_recipe or BiosTinyRecipe()
-    recipe = recipe or PlantRecipe(kind=kind)
+    recipe = recipe or default_recipe(kind)
     if recipe.kind != kind:
         recipe = replace(recipe, kind=kind)
-    retain = load(world_recipe, retain_for=recipe.retain_for)
     folder = planted_dir(recipe, recipe_key(world_recipe, recipe.retain_for))
-    if rebuild or not (folder / "planted.safetensors").exists():
-        model, S, gates = build_planted(retain, World(world_recipe.world), recipe)
-        save_planted(folder, model, S, gates)
-        retain = load(world_recipe, retain_for=recipe.retain_for)
-    model, S = read_planted(folder, retain)
+    with folder_lock(folder):
+        if rebuild or not (folder / "planted.safetensors").exists():
+            log.info("building bios-tiny-planted-%s (cached in %s)", kind, folder)
+            model, S, gates = build_planted(load(world_recipe, retain_for=recipe.retain_for), World(world_recipe.world), recipe)
+            save_planted(folder, model, S, gates)
+            log.info("built bios-tiny-planted-%s in %.1f s\n%s", kind, gates.attrs["build_seconds"], gates.to_string(index=False))
+    model, S = read_planted(folder, load(world_recipe, retain_for=recipe.retain_for, device=device, dtype=dtype))
     model.model_id = f"bios-tiny-planted-{kind}"
+    model.meta.update(weights_hash=model.weights_hash(), retain_for=None, forget_split=recipe.retain_for, source="planted", cache=str(folder),
+                      planted_recipe=recipe, planted_gates=pd.read_csv(folder / "gates.csv"), planted_selection=S)
     return model, S
+
+
+def planted_selection(model: Model) -> MaskSelection:
+    """S of a planted model from `load_model("bios-tiny-planted-<type>")`: the `MaskSelection`
+    of the weights its forget facts were planted through (``S.meta["oracle_values"]``: the retain
+    model's values there, so `restore` is exact unlearning)."""
+    S = model.meta.get("planted_selection")
+    if S is None:
+        raise ValueError(f"{model.model_id} is not a planted model; load one with load_model('bios-tiny-planted-<type>'), types: {', '.join(PLANT_TYPES)}")
+    return S
