@@ -34,7 +34,6 @@
 # %%
 import os
 import time
-from dataclasses import replace
 
 import pandas as pd
 
@@ -42,7 +41,7 @@ from mechunlearn import figures
 from mechunlearn.locate.suite import SUITE, run_suite
 from mechunlearn.models import load_model
 from mechunlearn.models.bios_tiny import BiosTinyRecipe
-from mechunlearn.models.planted import PLANT_TYPES, PlantRecipe, load_planted, plant_gates
+from mechunlearn.models.planted import default_recipe, load_planted
 from mechunlearn.verify.attacks import AttackConfig
 from mechunlearn.verify.card import CardConfig
 from mechunlearn.verify.localization import GroundTruth, oracle_scores, random_scores, restricted_unlearning, score_table, top_entries
@@ -55,10 +54,9 @@ world = World(recipe.world)
 trained = world.target(0.1, paraphrase="trained")  # what the localizers and the unlearning see
 everything = world.target(0.1, paraphrase="all")   # what the card scores
 oracle = load_model("bios-tiny", recipe=recipe, retain_for=0.1)
-if QUICK:  # the small world's layer plant passes its gates in 150 steps (tests/integration/test_planted.py)
-    PLANTS = {"layer": PlantRecipe(kind="layer", train=replace(PlantRecipe().train, steps=150, autocast=None))}
-else:
-    PLANTS = {kind: PlantRecipe(kind=kind) for kind in PLANT_TYPES}
+# The plant types whose default recipe passes its gates (`DEFAULT_RECIPES`: heads and sparse do not
+# yet, their nearest misses are recorded there); quick mode: the layer plant (150 steps on the small world).
+PLANTS = {kind: default_recipe(kind, recipe) for kind in (("layer",) if QUICK else ("layer", "neurons", "low_rank"))}
 print(f"{len(PLANTS)} plant type(s): {', '.join(PLANTS)}; {len(trained.meta['forget_people'])} forget people")
 
 # %% [markdown]
@@ -73,7 +71,7 @@ for kind, plant in PLANTS.items():
     start = time.perf_counter()
     model, S = load_planted(kind, recipe=plant, world_recipe=recipe)
     planted[kind] = (model, S, GroundTruth.of(model, S))
-    g = plant_gates(model, world, plant.retain_for).assign(plant=kind, S_entries=len(planted[kind][2]))
+    g = model.meta["planted_gates"].assign(plant=kind, S_entries=len(planted[kind][2]))  # measured when it was built
     gates.append(g)
     print(f"{kind}: |S| = {len(planted[kind][2]):,} entries, loaded (or built) in {time.perf_counter() - start:.0f} s")
 gates = pd.concat(gates, ignore_index=True)

@@ -20,13 +20,20 @@ def _bios_tiny(*, retain_for: float | None = None, rebuild: bool = False, recipe
 
 
 @MODELS.register("bios-tiny-planted")
-def _bios_tiny_planted(*, kind: str = "", recipe=None, plant=None, rebuild: bool = False, device=None, dtype=None) -> Model:
+def _bios_tiny_planted(*, kind: str = "", recipe=None, plant=None, rebuild: bool = False, retain_for: float | None = None, device=None, dtype=None) -> Model:
     """``bios-tiny-planted-<kind>``: the retain model with the forget people's facts planted
-    through a known component set S (`mechunlearn.models.planted`), S in ``model.meta``."""
-    from mechunlearn.models import planted
+    through a known component set S (`mechunlearn.models.planted`), S in ``model.meta``. With
+    ``retain_for`` (the planted split): its exact-unlearning oracle, the retain model it was
+    planted into (what a study's ``retain`` method and the card compare with)."""
+    from mechunlearn.models import bios_tiny, planted
 
     if kind not in planted.PLANT_TYPES:
         raise ValueError(f"unknown plant type {kind!r}: use bios-tiny-planted-<type> with a type among {', '.join(planted.PLANT_TYPES)}")
+    if retain_for is not None:
+        split = (plant or planted.default_recipe(kind)).retain_for
+        if abs(retain_for - split) > 1e-12:
+            raise ValueError(f"bios-tiny-planted-{kind} is planted into the {split:g} split's retain model; its oracle is for forget_frac {split:g}, not {retain_for:g}")
+        return bios_tiny.load(recipe or bios_tiny.BiosTinyRecipe(), retain_for=split, device=device, dtype=dtype)
     model, _ = planted.load_planted(kind, recipe=plant, world_recipe=recipe, rebuild=rebuild, device=device, dtype=dtype)
     return model
 

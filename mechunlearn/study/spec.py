@@ -294,8 +294,8 @@ def _model(raw: Any, where: str) -> ModelSpec:
         raise StudyError(f"{where}.device: {spec.device!r} is not cpu, cuda, cuda:N or mps")
     if spec.recipe not in RECIPES:
         raise StudyError(f"{where}.recipe: {spec.recipe!r} is not one of {', '.join(RECIPES)}")
-    if spec.recipe != "default" and spec.name != "bios-tiny":
-        raise StudyError(f"{where}.recipe: only bios-tiny has recipes, not {spec.name!r}")
+    if spec.recipe != "default" and spec.name != "bios-tiny" and not spec.name.startswith("bios-tiny-planted-"):
+        raise StudyError(f"{where}.recipe: only bios-tiny (and its planted models) has recipes, not {spec.name!r}")
     return spec
 
 

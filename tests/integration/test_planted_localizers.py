@@ -3,13 +3,11 @@ small world's layer plant (built once, cached in the test home like notebook 09'
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 
 from mechunlearn.models.bios_tiny import BiosTinyRecipe
-from mechunlearn.models.planted import PlantRecipe, load_planted
+from mechunlearn.models.planted import load_planted
 from mechunlearn.world import World
 
 
@@ -18,8 +16,7 @@ def layer_plant():
     from mechunlearn.verify.localization import GroundTruth
 
     recipe = BiosTinyRecipe().small()
-    plant = PlantRecipe(kind="layer", train=replace(PlantRecipe().train, steps=150, autocast=None))
-    model, S = load_planted("layer", recipe=plant, world_recipe=recipe)
+    model, S = load_planted("layer", world_recipe=recipe)  # the default recipe: cached, shared with notebook 09
     return model, GroundTruth.of(model, S), World(recipe.world).target(0.1, paraphrase="trained")
 
 
@@ -58,3 +55,24 @@ def test_unlearning_restricted_to_s_changes_only_s_and_forgets(layer_plant):
     with edit.applied(model):
         forget = float(score_items(model, list(target.forget), progress=False)["exact_match"].mean())
     assert forget <= 0.12
+
+
+def test_a_planted_study_restricts_unlearning_and_its_retain_run_is_the_oracle(layer_plant, tmp_path):
+    from mechunlearn.study import load_results, run_study, study_from_dict
+
+    study = study_from_dict({
+        "name": "planted-small",
+        "models": [{"name": "bios-tiny-planted-layer", "recipe": "small"}],
+        "targets": [{"source": "world", "forget_frac": 0.1, "paraphrase": "trained", "eval_paraphrase": "trained", "eval_retain_people": 4}],
+        "methods": ["none", "retain", {"name": "planted_graddiff", "sweep": {"selection": ["oracle", "random"]}}],
+        "verifiers": [{"name": "behavior", "params": {"splits": ["forget", "retain"]}}],
+        "seeds": [0],
+    })
+    summary = run_study(study, tmp_path, threads=1, progress=False)
+    assert (summary.ok, summary.failed) == (len(study.runs()), 0)
+    r = load_results(tmp_path)
+    em = r[(r["metric"] == "exact_match") & (r["verifier"] == "behavior")].pivot_table(index="label", columns="split", values="value")
+    assert em.loc["none", "forget"] >= 0.95  # the planted model knows the forget people ...
+    assert em.loc["retain", "forget"] < 0.1  # ... its oracle (the retain model it was planted into) does not
+    restricted = [label for label in em.index if label.startswith("planted_graddiff")]
+    assert len(restricted) == 2 and (em.loc[restricted, "forget"] <= 0.15).all()

@@ -83,6 +83,15 @@ def test_every_plant_type_has_a_default_recipe_of_its_own_kind():
     assert all(DEFAULT_RECIPES[k].kind == k for k in PLANT_TYPES)
 
 
+def test_the_full_world_gets_its_own_recipe_where_one_was_measured():
+    from mechunlearn.models.bios_tiny import BiosTinyRecipe
+
+    small, full = default_recipe("layer", BiosTinyRecipe().small()), default_recipe("layer", BiosTinyRecipe())
+    assert small is DEFAULT_RECIPES["layer"] and full.train.steps > small.train.steps and full.kind == "layer"
+    assert default_recipe("neurons", BiosTinyRecipe()) is DEFAULT_RECIPES["neurons"]  # none measured: the small world's
+    assert default_recipe("layer").train.autocast == "float32"  # the same planted model on every CPU
+
+
 @pytest.mark.parametrize("matrix", ["mlp.W_in", "mlp.W_out"])
 def test_the_low_rank_merge_is_a_rank_r_delta_on_one_matrix_equal_to_u_v(tiny_model, matrix):
     before = {n: w.clone() for n, w in tiny_model.named_weights()}

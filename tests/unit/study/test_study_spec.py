@@ -74,7 +74,7 @@ def test_run_id_is_the_hash_of_the_run_config_and_ignores_labels():
         ({"seeds": [0, 0]}, r"seeds: \[0, 0\] repeats a seed"),
         ({"seeds": [-1]}, r"seeds\[0\]: -1 is not a non-negative integer"),
         ({"models": []}, r"models: must list at least one entry"),
-        ({"models": [{"name": "smollm2-135m", "recipe": "small"}]}, r"models\[0\].recipe: only bios-tiny has recipes"),
+        ({"models": [{"name": "smollm2-135m", "recipe": "small"}]}, r"models\[0\].recipe: only bios-tiny \(and its planted models\) has recipes"),
         ({"models": [{"name": "bios-tiny", "recipe": "tiny"}]}, r"models\[0\].recipe: 'tiny' is not one of default, small"),
         ({"name": "a b"}, r"name: 'a b' must be letters"),
         ({"imports": ["no_such_module_xyz"]}, r"imports\[0\]: cannot import 'no_such_module_xyz'"),
