@@ -137,3 +137,9 @@ def test_heatmap_shows_each_localizer_at_its_own_granularity():
         auroc_heatmap(table.drop(columns="plant"))
     with pytest.raises(ValueError, match="loss"):
         restricted_bars(pd.DataFrame({"x": [1]}))
+
+
+def test_the_random_reference_is_near_half_even_with_one_planted_unit_of_four():
+    S = _truth()
+    table = score_table({"x": ("layers", pd.Series([0.9, 0.1], index=[0, 1]))}, S).set_index("localizer")
+    assert abs(table.loc["random", "auroc"] - 0.5) < 0.05 and table.loc["random", "auroc_sd"] > 0.3
