@@ -15,8 +15,11 @@ NB_BUILT := $(addprefix .nbbuild/,$(notdir $(NOTEBOOKS:.py=.ipynb)))
 # each file's module fixtures in one worker; the files go out in the order given here
 # (--no-loadscope-reorder; xdist's default sends the files with the most tests first, which puts
 # the few slow ones at the end), the slowest first, so that both workers finish together.
-SLOW_FIRST := .nbbuild/06_probes_and_attacks.ipynb .nbbuild/10_removed_or_hidden.ipynb .nbbuild/03_weight_space.ipynb \
-  tests/integration/test_verify_bios_tiny.py tests/integration/test_study_methods.py tests/integration/test_study_ray.py \
+# test_planted.py builds the small world's layer plant (cached) that notebook 09 and
+# test_planted_localizers.py read, so it goes first.
+SLOW_FIRST := tests/integration/test_planted.py .nbbuild/06_probes_and_attacks.ipynb .nbbuild/10_removed_or_hidden.ipynb \
+  .nbbuild/03_weight_space.ipynb .nbbuild/09_planted_knowledge.ipynb tests/integration/test_planted_localizers.py \
+  tests/integration/test_undo_bios_tiny.py tests/integration/test_meta_bios_tiny.py tests/integration/test_verify_bios_tiny.py tests/integration/test_study_methods.py tests/integration/test_study_ray.py \
   .nbbuild/02_concept_vectors.ipynb tests/integration/test_study.py .nbbuild/05_redirection.ipynb \
   tests/integration/test_concept_files.py tests/integration/test_bios_tiny.py .nbbuild/04_features.ipynb
 POOL := OMP_NUM_THREADS=1 MECHUNLEARN_NOTEBOOK_QUICK=1 $(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder \
