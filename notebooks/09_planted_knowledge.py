@@ -54,9 +54,10 @@ world = World(recipe.world)
 trained = world.target(0.1, paraphrase="trained")  # what the localizers and the unlearning see
 everything = world.target(0.1, paraphrase="all")   # what the card scores
 oracle = load_model("bios-tiny", recipe=recipe, retain_for=0.1)
-# The plant types whose default recipe passes its gates (`DEFAULT_RECIPES`: heads and sparse do not
-# yet, their nearest misses are recorded there); quick mode: the layer plant (150 steps on the small world).
-PLANTS = {kind: default_recipe(kind, recipe) for kind in (("layer",) if QUICK else ("layer", "neurons", "low_rank"))}
+# The plant types whose default recipe passed its gates on this world (`DEFAULT_RECIPES`: heads and
+# sparse do not yet, their nearest misses are recorded there; low_rank passes on the small world and
+# is not yet measured on the full one); quick mode: the layer plant (150 steps on the small world).
+PLANTS = {kind: default_recipe(kind, recipe) for kind in (("layer",) if QUICK else ("layer", "neurons"))}
 print(f"{len(PLANTS)} plant type(s): {', '.join(PLANTS)}; {len(trained.meta['forget_people'])} forget people")
 
 # %% [markdown]
