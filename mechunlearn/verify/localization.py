@@ -140,29 +140,19 @@ class GroundTruth:
         for n in known:
             if tuple(scores[n].shape) != self.shapes[self.names.index(n)]:
                 raise ValueError(f"scores of {n} have shape {tuple(scores[n].shape)}, the weight {self.shapes[self.names.index(n)]}")
-        s = {n: scores[n].detach().float().cpu() for n in known}
+        parts = [scores[n].detach().float().cpu().reshape(-1).numpy() if n in known else np.full(int(np.prod(shape)), np.nan)
+                 for n, shape in zip(self.names, self.shapes)]
+        flat = np.concatenate(parts)
         if granularity == "entries":
-            return np.concatenate([s[n].reshape(-1).numpy() if n in s else np.full(int(np.prod(shape)), np.nan)
-                                   for n, shape in zip(self.names, self.shapes)])
-        if granularity == "tensors":
-            return np.array([float(s[n].abs().mean()) if n in s else np.nan for n in self.names])
-        if granularity in ("modules", "layers"):
-            keys = [_module_of(n) if granularity == "modules" else _module_of(n)[0] for n in self.names]
-            total, count = {}, {}
-            for n, key, shape in zip(self.names, keys, self.shapes):
-                count[key] = count.get(key, 0) + int(np.prod(shape))
-                if n in s:
-                    total[key] = total.get(key, 0.0) + float(s[n].abs().sum())
-            order = [(l, m) for l in range(self.n_layers) for m in ("attn", "mlp")] if granularity == "modules" else range(self.n_layers)
-            return np.array([total[k] / count[k] if k in total else np.nan for k in order])
-        size = self.d_mlp if granularity == "neurons" else self.n_heads
-        out = torch.full((self.n_layers, size), float("nan"))
-        for n in known:
-            per = _unit_reduce(n, s[n], granularity)
-            if per is not None:
-                layer = _module_of(n)[0]
-                out[layer] = torch.nan_to_num(out[layer]) + per
-        return out.reshape(-1).numpy()
+            return flat
+        # Every entry's unit (`_unit_members`, the one description of the layout); entries of no
+        # unit at this granularity carry the index n_units and are dropped.
+        n, members, scored = self.n_units(granularity), _unit_members(self, granularity), ~np.isnan(flat)
+        total = np.bincount(members, weights=np.where(scored, np.abs(flat), 0.0), minlength=n + 1)[:n]
+        has = np.bincount(members, weights=scored, minlength=n + 1)[:n] > 0
+        if granularity in ("tensors", "modules", "layers"):
+            total = total / np.bincount(members, minlength=n + 1)[:n]
+        return np.where(has, total, np.nan)
 
     def site_units(self, sites: Selection, granularity: str) -> np.ndarray:
         """A `Selection`'s scores as unit scores (several sites on one unit: the best). A site
@@ -209,17 +199,6 @@ def _module_of(name: str) -> tuple[int, str]:
     if m is None:
         raise ValueError(f"{name} is not an attention or MLP weight of a block")
     return int(m.group(1)), m.group(2)
-
-
-def _unit_reduce(name: str, values: Tensor, granularity: str) -> Tensor | None:
-    """Per-unit sum of |values| of one weight: hidden units of MLP weights, heads of attention weights."""
-    leaf = name.rsplit(".", 1)[-1]
-    a = values.abs()
-    if granularity == "neurons":
-        return {"W_in": lambda: a.sum(0), "b_in": lambda: a, "W_out": lambda: a.sum(1)}.get(leaf, lambda: None)() if ".mlp." in name else None
-    if ".attn." in name and leaf in _HEAD_WEIGHTS:
-        return a.reshape(a.shape[0], -1).sum(1)
-    return None
 
 
 def unit_scores(output, truth: GroundTruth, granularity: str) -> np.ndarray:
