@@ -40,7 +40,7 @@ import pandas as pd
 from mechunlearn import figures
 from mechunlearn.locate.suite import SUITE, run_suite
 from mechunlearn.models import load_model
-from mechunlearn.models.bios_tiny import BiosTinyRecipe
+from mechunlearn.models.bios_tiny import BiosTinyRecipe, GateError
 from mechunlearn.models.planted import default_recipe, load_planted
 from mechunlearn.verify.attacks import AttackConfig
 from mechunlearn.verify.card import CardConfig
@@ -54,10 +54,9 @@ world = World(recipe.world)
 trained = world.target(0.1, paraphrase="trained")  # what the localizers and the unlearning see
 everything = world.target(0.1, paraphrase="all")   # what the card scores
 oracle = load_model("bios-tiny", recipe=recipe, retain_for=0.1)
-# The plant types whose default recipe passed its gates on this world (`DEFAULT_RECIPES`: heads and
-# sparse do not yet, their nearest misses are recorded there; low_rank passes on the small world and
-# is not yet measured on the full one); quick mode: the layer plant (150 steps on the small world).
-PLANTS = {kind: default_recipe(kind, recipe) for kind in (("layer",) if QUICK else ("layer", "neurons"))}
+# Every plant type with its gated recipe on this world (`default_recipe`: `FULL_WORLD_RECIPES` on
+# the full world); quick mode: the layer plant (150 steps on the small world).
+PLANTS = {kind: default_recipe(kind, recipe) for kind in (("layer",) if QUICK else ("layer", "neurons", "low_rank", "sparse", "heads"))}
 print(f"{len(PLANTS)} plant type(s): {', '.join(PLANTS)}; {len(trained.meta['forget_people'])} forget people")
 
 # %% [markdown]
@@ -70,7 +69,14 @@ print(f"{len(PLANTS)} plant type(s): {', '.join(PLANTS)}; {len(trained.meta['for
 planted, gates = {}, []
 for kind, plant in PLANTS.items():
     start = time.perf_counter()
-    model, S = load_planted(kind, recipe=plant, world_recipe=recipe)
+    try:
+        model, S = load_planted(kind, recipe=plant, world_recipe=recipe)
+    except GateError as miss:  # full mode: a recipe that misses its gates is shown, not used (recorded: no retraining)
+        if QUICK:
+            raise
+        gates.append(miss.gates.assign(plant=kind, S_entries=None))
+        print(f"{kind}: missed its gates, left out\n{miss.gates.to_string(index=False)}")
+        continue
     planted[kind] = (model, S, GroundTruth.of(model, S))
     g = model.meta["planted_gates"].assign(plant=kind, S_entries=len(planted[kind][2]))  # measured when it was built
     gates.append(g)
@@ -119,20 +125,25 @@ assert (refs[(refs["localizer"] == "random") & (refs["granularity"].isin(["entri
 # verdict. ``in_s`` is the share of the selection that lies in S.
 
 # %%
-LOSSES = ("graddiff",) if QUICK else ("ga", "graddiff", "npo")
-PICKS = ("salun", "causal_tracing") if QUICK else tuple(SUITE)
+# GradDiff runs under every localizer's pick (are localized picks better than random?, arXiv
+# 2505.16252); GA and NPO under S, the best-scoring localizer's pick, random and none (is plain GA
+# robust when the localisation is correct?, LACUNA). Quick mode: GradDiff and two picks.
+LOSSES = {"graddiff": ("salun", "causal_tracing")} if QUICK else {"graddiff": tuple(SUITE), "ga": "best", "npo": "best"}
 card = CardConfig(sections=("behavior", "probes", "attacks"), attack_names=("relearn",),
                   probes=ProbeConfig(templates_per_fact=2, positions=("question",)),
                   attacks=AttackConfig(max_items=300, relearn_steps=10), max_items=300)
 restricted = []
 for kind, (model, S, truth, outputs) in planted.items():
-    masks = {"S (oracle)": top_entries(oracle_scores(truth, "entries"), truth, "entries")}
-    masks |= {name: top_entries(outputs[name][1], truth, outputs[name][0]) for name in PICKS}
-    masks |= {"random": top_entries(random_scores(truth, "entries"), truth, "entries"), "none": None}
-    start = time.perf_counter()
-    table, _, _ = restricted_unlearning(model, trained, truth, masks, losses=LOSSES, oracle=oracle, verify_target=everything, card=card, progress=False)
-    restricted.append(table.assign(plant=kind))
-    print(f"{kind}: {len(table)} restricted runs and their card in {time.perf_counter() - start:.0f} s")
+    own = scores[(scores["plant"] == kind) & scores["own"] & ~scores["localizer"].isin(["random", "oracle"])].dropna(subset=["auroc"])
+    best = (own.sort_values("auroc", ascending=False)["localizer"].iloc[0],)
+    for loss, picks in LOSSES.items():
+        masks = {"S (oracle)": top_entries(oracle_scores(truth, "entries"), truth, "entries")}
+        masks |= {name: top_entries(outputs[name][1], truth, outputs[name][0]) for name in (best if picks == "best" else picks)}
+        masks |= {"random": top_entries(random_scores(truth, "entries"), truth, "entries"), "none": None}
+        start = time.perf_counter()
+        table, _, _ = restricted_unlearning(model, trained, truth, masks, losses=(loss,), oracle=oracle, verify_target=everything, card=card, progress=False)
+        restricted.append(table.assign(plant=kind))
+        print(f"{kind} / {loss}: {len(table)} restricted runs and their card in {time.perf_counter() - start:.0f} s")
 restricted = pd.concat(restricted, ignore_index=True)
 cols = ["plant", "loss", "selection", "in_s", "steps", "exact_match:forget", "exact_match:retain", "probe_forget_best", "relearn_other_half_em", "verdict"]
 restricted[[c for c in cols if c in restricted.columns]].round(3)
@@ -141,9 +152,12 @@ restricted[[c for c in cols if c in restricted.columns]].round(3)
 figures.localization.restricted_bars(restricted)
 
 # %%
-# Restricting to S changes nothing outside S (in_s = 1), and every run met the forget criterion on its subset.
+# Restricting to S changes nothing outside S (in_s = 1). Quick mode's runs all forget; in full mode a
+# restriction under which a loss could not forget within its budget is listed (its verdict says so).
 assert (restricted[restricted["selection"] == "S (oracle)"]["in_s"] == 1.0).all()
-assert (restricted["exact_match:forget"] <= 0.2).all()
+unforgotten = restricted[restricted["exact_match:forget"] > 0.2]
+assert not (QUICK and len(unforgotten)), unforgotten
+unforgotten[["plant", "loss", "selection", "exact_match:forget", "verdict"]]
 
 # %% [markdown]
 # ## What the numbers say
@@ -165,3 +179,15 @@ for (kind, loss), sub in restricted.groupby(["plant", "loss"]):
           f"{s.loc['none', 'exact_match:retain']:.2f} unrestricted, {picks['exact_match:retain'].min():.2f}–{picks['exact_match:retain'].max():.2f} "
           f"under the localizers' picks; relearned {s.loc['S (oracle)', 'relearn_other_half_em']:.2f} under S vs {s.loc['none', 'relearn_other_half_em']:.2f} unrestricted; "
           f"verdicts: {', '.join(f'{k}={v}' for k, v in s['verdict'].items())}")
+
+# %%
+# Full mode keeps the three tables (gates, localizer scores, restricted unlearning) as CSV, for the
+# README's table or a report: in $MECHUNLEARN_PLANTED_OUT (default reports/planted).
+if not QUICK:
+    from pathlib import Path
+
+    out = Path(os.environ.get("MECHUNLEARN_PLANTED_OUT", "reports/planted"))
+    out.mkdir(parents=True, exist_ok=True)
+    for name, table in {"gates": gates, "scores": scores, "restricted": restricted}.items():
+        table.to_csv(out / f"{name}.csv", index=False)
+    print(f"tables written to {out.resolve()}")

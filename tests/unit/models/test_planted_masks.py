@@ -47,6 +47,16 @@ def test_heads_are_whole_head_slices_of_q_k_v_o(tiny_model):
     assert len(S) == 2 * (4 * 32 * 8 + 3 * 8)
 
 
+def test_heads_layers_draws_k_heads_in_each_named_block(tiny_model):
+    S = plant_mask(tiny_model, PlantRecipe(kind="heads", layer=1, heads_layers=(0, 1), k=1))
+    assert {n.split(".")[1] for n in S.names} == {"0", "1"}
+    for block in (0, 1):
+        assert int(S.masks[f"blocks.{block}.attn.W_O"].flatten(1).all(1).sum()) == 1
+    assert len(S) == 2 * (4 * 32 * 8 + 3 * 8)
+    with pytest.raises(ValueError, match="heads_layers has block 2"):
+        plant_mask(tiny_model, PlantRecipe(kind="heads", heads_layers=(0, 2), k=1))
+
+
 def test_sparse_is_about_one_percent_of_every_block_weight_and_nothing_else(tiny_model):
     S = plant_mask(tiny_model, PlantRecipe(kind="sparse", density=0.01))
     block = [n for n in tiny_model.weight_names() if n.startswith("blocks.") and ".ln" not in n]
@@ -151,3 +161,29 @@ def test_planted_names_reach_load_planted_with_their_type_and_options(monkeypatc
     plant = replace(DEFAULT_RECIPES["low_rank"], rank=2)
     assert load_model("bios-tiny-planted-low_rank", recipe="world", plant=plant) == "model"
     assert calls == [("low_rank", {"recipe": plant, "world_recipe": "world", "rebuild": False, "device": None, "dtype": None})]
+
+
+def test_a_missed_build_is_recorded_and_reported_without_retraining(tmp_path, monkeypatch):
+    import pandas as pd
+
+    import mechunlearn.models.planted as planted
+    from mechunlearn.models.bios_tiny import BiosTinyRecipe, GateError
+
+    monkeypatch.setenv("MECHUNLEARN_HOME", str(tmp_path))
+    calls = []
+    gates = pd.DataFrame({"gate": ["forget_trained"], "exact_match": [0.61], "gate_min": [0.95], "passed": [False]})
+
+    def missing_build(model, world, recipe, **_):
+        calls.append(recipe.kind)
+        raise GateError("missed", gates)
+
+    monkeypatch.setattr(planted, "build_planted", missing_build)
+    small = BiosTinyRecipe().small()
+    with pytest.raises(GateError):
+        planted.load_planted("heads", world_recipe=small)
+    with pytest.raises(GateError, match=r"missed its gates when this recipe was built(.|\n)*0.61") as again:
+        planted.load_planted("heads", world_recipe=small)
+    assert calls == ["heads"] and again.value.gates["exact_match"].tolist() == [0.61]
+    with pytest.raises(GateError):
+        planted.load_planted("heads", world_recipe=small, rebuild=True)
+    assert calls == ["heads", "heads"]
