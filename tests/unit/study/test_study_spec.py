@@ -122,3 +122,14 @@ def test_shipped_study_files_validate(name):
     study = load_study(REPO / "studies" / name)
     assert study.runs()
     assert {"none", "ga", "npo"} <= {m.name for m in study.methods}
+
+
+def test_the_planted_study_runs_every_plant_type_under_every_selection():
+    from mechunlearn.locate.suite import SUITE
+    from mechunlearn.models.planted import PLANT_TYPES
+
+    study = load_study(REPO / "studies" / "planted.yaml")
+    runs = study.runs()
+    assert {f"bios-tiny-planted-{t}" for t in PLANT_TYPES} == {r.model.name for r in runs}
+    selections = {r.params["selection"] for r in runs if r.method == "planted_graddiff"}
+    assert selections == {"oracle", "random", *SUITE}
