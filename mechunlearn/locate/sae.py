@@ -11,6 +11,7 @@ autoencoders to unlearn knowledge in language models").
 | `sae_quality`           | explained variance, L0, dead fraction, LM loss with the SAE spliced in (`Result`) |
 | `feature_frequencies`   | per-latent firing frequency and mean activation on a list of texts            |
 | `SAEFeatureFrequency`   | localizer: firing frequency on forget minus on retain → `Selection` of ``sae:`` sites |
+| `decoder_overlap` / `neuron_overlap` | MLP neurons scored by their W_out rows' overlap with chosen latents' decoder directions |
 | `FeatureClamp`          | the edit: conditional negative clamping in delta form (``mode="zero"``: ablation) |
 | `clamp_sweep`           | exact match per split over clamp values × numbers of features × modes          |
 
@@ -842,6 +843,60 @@ def frequency_selection(
     )
 
 
+# --------------------------------------------------------------------------- neurons through decoder overlap
+
+
+def decoder_overlap(
+    W_out: Float[Tensor, "units d"], W_dec: Float[Tensor, "latents d"], weights: Float[Tensor, "latents"]
+) -> np.ndarray:
+    """Each unit's overlap with a set of weighted SAE decoder directions:
+    ``score_u = max_j weights_j · |cos(W_out[u], W_dec[j])|`` (float64 numpy, one per row of ``W_out``).
+
+    ``W_out`` rows are what the units write into the residual stream (an MLP neuron's output
+    direction, TL's ``blocks.L.mlp.W_out[n]``); ``W_dec`` rows the latents' decoder directions in
+    the same space; ``weights`` (``>= 0``) how much each latent counts. A row of zeros writes
+    nothing and scores 0. The absolute cosine: a neuron whose activation is negative where the
+    latent fires writes ``-W_out[u]`` along the latent just as well.
+
+    This is issue 14's reading of SAE latents as a neuron localizer ("scored through their
+    decoder directions' overlap with planted neurons"): the latents are what Farrell, Lau & Conmy
+    2024 ("Applying sparse autoencoders to unlearn knowledge in language models") select and
+    clamp, and a neuron counts as theirs as far as it writes along one of them. It reads weights
+    only (no activations): a neuron that never fires on forget prompts but happens to point
+    along a forget latent scores as high as one that does."""
+    W_out, W_dec, weights = (torch.as_tensor(t).double() for t in (W_out, W_dec, weights))
+    if W_out.dim() != 2 or W_dec.dim() != 2 or weights.dim() != 1:
+        raise ValueError(f"need W_out [units, d], W_dec [latents, d] and weights [latents], got {tuple(W_out.shape)}, {tuple(W_dec.shape)}, {tuple(weights.shape)}")
+    if W_out.shape[1] != W_dec.shape[1]:
+        raise ValueError(f"W_out rows have width {W_out.shape[1]}, the decoder directions {W_dec.shape[1]}: they must live in the same space")
+    if W_dec.shape[0] != weights.shape[0] or W_dec.shape[0] == 0:
+        raise ValueError(f"need one weight per latent and at least one latent, got {W_dec.shape[0]} latents and {weights.shape[0]} weights")
+    for name, t in (("W_out", W_out), ("W_dec", W_dec), ("weights", weights)):
+        if not torch.isfinite(t).all():
+            raise ValueError(f"{name} contains NaN or inf")
+    if (weights < 0).any():
+        raise ValueError("latent weights must be >= 0")
+    unit = lambda m: m / m.norm(dim=1, keepdim=True).clamp_min(1e-30)  # noqa: E731 (zero rows stay zero)
+    cos = (unit(W_out) @ unit(W_dec).T).abs()  # [units, latents]
+    return (cos * weights).amax(dim=1).numpy()
+
+
+def neuron_overlap(model: "Model", sae: SparseAutoencoder, latents: Selection) -> np.ndarray:
+    """`decoder_overlap` of every MLP neuron ``(L, n)`` of ``model`` (its output direction
+    ``blocks.L.mlp.W_out[n]``) with the decoder directions of ``latents`` (``sae:`` sites of
+    ``sae``), each weighted by its selection score over the best one (negative scores count 0):
+    a flat ``[n_layers · d_mlp]`` array, layer after layer (the ``neurons`` granularity of
+    `mechunlearn.verify.localization`)."""
+    idx = list(_latents(latents, sae))
+    if sae.d_in != model.d_model:
+        raise ValueError(f"the SAE reads width {sae.d_in}, the residual stream of {model.model_id} is {model.d_model}; MLP outputs are compared in the residual stream")
+    s = torch.tensor(np.array(latents.scores, dtype=np.float64)).clamp_min(0)
+    weights = s / s.max() if s.max() > 0 else torch.ones_like(s)
+    W_dec = sae.W_dec.detach()[idx].cpu()
+    rows = [decoder_overlap(model.weight(f"blocks.{L}.mlp.W_out").detach().cpu(), W_dec, weights) for L in range(model.n_layers)]
+    return np.concatenate(rows)
+
+
 # --------------------------------------------------------------------------- the edit
 
 
@@ -1015,6 +1070,7 @@ __all__ = [
     "clamp_delta",
     "clamp_sweep",
     "concept_corpus_texts",
+    "decoder_overlap",
     "default_corpus",
     "dictionary_dir",
     "ensure_sae",
@@ -1026,6 +1082,7 @@ __all__ = [
     "load_or_train_sae",
     "load_sae",
     "lm_loss",
+    "neuron_overlap",
     "pooled_frequencies",
     "sae_clamp",
     "sae_quality",

@@ -10,6 +10,7 @@
 | ``snip``              | SNIP ``|θ·g_f|``                                                      | entries     |
 | ``magnitude``         | ``|θ|``                                                              | entries     |
 | ``concept_vectors``   | value vectors scanned per forget person (their answers' tokens), best over people | neurons |
+| ``sae_latents``       | forget latents of an SAE at the last residual stream (Farrell et al. 2024), each neuron scored by its W_out row's decoder overlap | neurons |
 | ``slug``              | SLUG's Pareto tensors, scored by importance ``‖g_f‖/‖θ‖``            | tensors     |
 | ``causal_tracing``    | Meng et al. 2022's restoration effect per layer (attention, MLP)      | modules     |
 | ``attribution_patching`` | its linear approximation (one forward + backward per batch)        | modules     |
@@ -18,9 +19,17 @@
 
 The four saliency scores share one gradient pass (`score_all`). Each entry takes about a second
 to a minute on bios-tiny on a CPU (the tracing and the sweep are the slow ones); ``names``
-picks a subset. SAE latents are not in the suite yet: a latent lives in the residual stream, and
-its match to a planted neuron (its decoder direction against the neuron's W_out row) is a
-stated choice still to be measured.
+picks a subset.
+
+``sae_latents`` reads SAE latents where issue 14 says it is meaningful: through their decoder
+directions' overlap with the neurons. A latent lives in the residual stream, a neuron writes
+its W_out row there, so neuron ``(L, n)`` scores
+``max_j w_j · |cos(W_out[L][n], W_dec[j])|`` over the `SAE_LATENTS` latents ``j`` that
+`SAEFeatureFrequency` ranks highest (firing on each forget person's prompts, not on retain
+prompts, per person and interleaved), ``w_j`` their scores over the best one
+(`mechunlearn.locate.sae.neuron_overlap`). The SAE (`sae_latents_config`) sits at the last
+block's ``hook_resid_post``, downstream of every MLP, so nothing in the choice knows which
+layer holds the knowledge; it is trained once per model and cached (`ensure_sae`).
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 if TYPE_CHECKING:
+    from mechunlearn.locate.sae import SAETrainConfig
     from mechunlearn.models.model import Model
     from mechunlearn.world.target import Target
 
@@ -58,6 +68,33 @@ def _concept_vectors(model, target, seed):
     out = np.full((model.bridge.cfg.n_layers, model.bridge.cfg.d_mlp), np.nan)
     out[list(result.layers)] = best.numpy()
     return "neurons", out.reshape(-1)
+
+
+SAE_LATENTS = 32
+"""Forget latents the ``sae_latents`` entry reads (the top of `SAEFeatureFrequency`'s per-subject
+ranking: with 4 forget people 8 per person, with 20 people one or two)."""
+
+
+def sae_latents_config(model: "Model", seed: int = 0) -> "SAETrainConfig":
+    """The ``sae_latents`` entry's SAE: TopK (k = 16), 1,024 latents, 500 steps of 1,024 tokens on
+    the world's documents, at the last block's ``hook_resid_post``. That site is downstream of
+    every MLP (each adds its output to the residual stream), so one dictionary reads every
+    layer's neurons and the choice does not depend on where the knowledge is."""
+    from mechunlearn.locate.sae import SAETrainConfig
+
+    return SAETrainConfig(hook=f"blocks.{model.n_layers - 1}.hook_resid_post", d_sae=1024, k=16, steps=500, seed=seed)
+
+
+def _sae_latents(model, target, seed):
+    """Every MLP neuron scored by its output direction's overlap with the forget latents' decoder
+    directions (`mechunlearn.locate.sae.neuron_overlap`)."""
+    from mechunlearn.locate.sae import SAEFeatureFrequency, ensure_sae, neuron_overlap
+
+    config = sae_latents_config(model, seed)
+    sae = ensure_sae(model, config, attach=False, progress=False)
+    per_subject = len({i.subject for i in target.forget} - {""}) >= 2
+    latents = SAEFeatureFrequency(hook=config.hook, per_subject=per_subject, seed=seed).locate(model, target, sae=sae, progress=False)
+    return "neurons", neuron_overlap(model, sae, latents.top(SAE_LATENTS))
 
 
 def _slug(model, target, seed):
@@ -92,6 +129,7 @@ def _lunar(model, target, seed):
 
 RUNS: dict[str, Callable] = {
     "concept_vectors": _concept_vectors,
+    "sae_latents": _sae_latents,
     "slug": _slug,
     "causal_tracing": _tracing("causal_tracing"),
     "attribution_patching": _tracing("attribution_patching"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -17,7 +18,9 @@ from mechunlearn.locate.sae import (
     SparseAutoencoder,
     clamp_delta,
     clamp_sweep,
+    decoder_overlap,
     feature_frequencies,
+    neuron_overlap,
     pooled_frequencies,
     sae_quality,
     train_sae,
@@ -302,3 +305,54 @@ def test_one_call_method_caches_the_sae(tiny_model, tmp_path, monkeypatch):
     assert (dictionary_dir(tiny_model, "sae", cfg) / "mechunlearn_sae.json").exists()
     again, _ = sae_clamp(tiny_model, target, config=cfg, n_features=3, value=4.0, progress=False)  # loaded, not retrained
     assert torch.equal(again.sae.W_dec, edit.sae.W_dec)
+
+
+# --------------------------------------------------------------------------- neurons through decoder overlap
+
+
+def test_decoder_overlap_is_the_weighted_best_absolute_cosine():
+    basis = torch.linalg.qr(torch.randn(8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0)))[0].T  # orthonormal rows
+    W_dec = basis[:3] * torch.tensor([[2.0], [0.5], [1.0]], dtype=torch.float64)  # decoder norms do not matter
+    weights = torch.tensor([1.0, 0.5, 0.25])
+    W_out = torch.stack([5 * basis[0], -basis[1], basis[3], torch.zeros(8, dtype=torch.float64), basis[0] + basis[2]])
+    scores = decoder_overlap(W_out, W_dec, weights)
+    # latent 0 exactly; latent 1 negated (|cos| = 1) at its weight; orthogonal to all; writes
+    # nothing; halfway between latents 0 and 2 (cos 1/√2 with each, latent 0 weighs more)
+    np.testing.assert_allclose(scores, [1.0, 0.5, 0.0, 0.0, 2**-0.5], atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "W_out, W_dec, weights, match",
+    [
+        (torch.full((2, 4), float("nan")), torch.ones(1, 4), torch.ones(1), "NaN"),
+        (torch.ones(2, 4), torch.ones(1, 4), torch.tensor([-1.0]), ">= 0"),
+        (torch.ones(2, 4), torch.ones(1, 5), torch.ones(1), "same space"),
+        (torch.ones(2, 4), torch.ones(2, 4), torch.ones(1), "one weight per latent"),
+    ],
+)
+def test_decoder_overlap_refuses_bad_input(W_out, W_dec, weights, match):
+    with pytest.raises(ValueError, match=match):
+        decoder_overlap(W_out, W_dec, weights)
+
+
+def test_neuron_overlap_ranks_the_neuron_writing_a_chosen_latent_first(tiny_model):
+    from mechunlearn.core.selection import MaskSelection
+    from mechunlearn.verify.localization import GroundTruth, score_localizer
+
+    sae = random_sae(tiny_model, d_sae=16)
+    L, n = tiny_model.n_layers - 1, 7
+    with torch.no_grad():
+        tiny_model.weight(f"blocks.{L}.mlp.W_out")[n] = -3 * sae.W_dec[5]
+    latents = Selection([Site("sae", HOOK, (5,)), Site("sae", HOOK, (2,))], [2.0, 1.0])
+    scores = neuron_overlap(tiny_model, sae, latents)
+    assert scores.shape == (tiny_model.n_layers * tiny_model.d_mlp,)
+    assert int(np.argmax(scores)) == L * tiny_model.d_mlp + n and scores.max() == pytest.approx(1.0)
+    assert np.isfinite(scores).all() and (scores < 0.99).sum() == scores.size - 1
+    # the flat layout is the localization module's neurons granularity: that neuron is S's one unit
+    row = torch.zeros(tiny_model.weight(f"blocks.{L}.mlp.W_out").shape, dtype=torch.bool)
+    row[n] = True
+    truth = GroundTruth.of(tiny_model, MaskSelection({f"blocks.{L}.mlp.W_out": row.float()}, {f"blocks.{L}.mlp.W_out": row}))
+    assert score_localizer(scores, truth, "neurons")["auroc"] == 1.0
+    # latents of another SAE are refused
+    with pytest.raises(ValueError, match="belongs to an SAE"):
+        neuron_overlap(tiny_model, sae, Selection([Site("sae", "blocks.1.hook_resid_post", (5,))]))
