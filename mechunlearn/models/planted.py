@@ -384,9 +384,10 @@ def load_planted(kind: str, *, recipe: PlantRecipe | None = None, world_recipe=N
     missed = folder / "gates_missed.csv"
     with folder_lock(folder):
         if missed.exists() and not rebuild:
+            recorded = pd.read_csv(missed)
             raise GateError(f"bios-tiny-planted-{kind} missed its gates when this recipe was built (recorded in {missed}); "
-                            f"change the recipe, or rebuild with load_planted({kind!r}, rebuild=True):\n{pd.read_csv(missed).to_string(index=False)}",
-                            pd.read_csv(missed))
+                            f"change the recipe, or rebuild with load_planted({kind!r}, rebuild=True):\n{recorded.to_string(index=False)}",
+                            recorded)
         if rebuild or not (folder / "planted.safetensors").exists():
             log.info("building bios-tiny-planted-%s (cached in %s)", kind, folder)
             try:
